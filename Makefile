@@ -1,0 +1,29 @@
+# The README's quick start calls `make demo` and `make test`; both set everything up first.
+PY ?= python3
+PIP := $(PY) -m pip
+FASHION := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test lint bench
+
+setup: data
+	$(PIP) install -q torch==2.13.0          # CPU build; must come before anything that depends on torch
+	$(PIP) install -q -e '.[dev]'
+
+# Real Fashion-MNIST from Debian (offline). Skipped quietly when already there or when apt is unavailable.
+data:
+	@if [ ! -d $(FASHION) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+		|| echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST experiments will try to download"; \
+	fi
+
+demo: setup
+	scratchlab reproduce --quick --out runs/reproduce-quick
+
+test: setup
+	$(PY) -m pytest -q -n 2
+
+lint:
+	ruff check src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/run_all.py

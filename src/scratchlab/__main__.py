@@ -1,0 +1,3 @@
+from scratchlab.cli import main
+
+main()

@@ -1,0 +1,185 @@
+"""scratchlab's command line. Commands are thin: each parses its arguments and calls one function.
+
+    scratchlab list
+    scratchlab run NAME [--set key=value ...] [--quick] [--seed N] [--device auto|cpu|cuda] [--out DIR] [--resume]
+    scratchlab reproduce [--quick] [--out DIR] [--only NAME ...]
+    scratchlab sample RUN_DIR --n N --out FILE.npz
+    scratchlab predict RUN_DIR "text"
+    scratchlab add 100111 110010 [--trace]
+    scratchlab data [list | fetch NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from scratchlab import experiments
+
+    exps = experiments.load_all()
+    width = max(len(n) for n in exps) if exps else 0
+    for name in sorted(exps):
+        e = exps[name]
+        print(f"{name:<{width}}  {e.help}")
+        if args.verbose:
+            import dataclasses
+
+            for f in dataclasses.fields(e.config):
+                print(f"{'':<{width}}    {f.name} = {getattr(e.config(), f.name)!r}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from scratchlab.runner import run_experiment
+
+    run, summary = run_experiment(args.name, args.set, quick=args.quick, seed=args.seed, device=args.device,
+                                  out=args.out, resume=args.resume, progress=not args.no_progress)
+    width = max((len(k) for k in summary), default=0)
+    for key, value in summary.items():
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        print(f"  {key:<{width}}  {text if len(text) < 200 else text[:200] + ' ...'}")
+    print(f"run directory: {run.path}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from scratchlab.runner import reproduce
+
+    out = args.out or ("runs/reproduce-quick" if args.quick else "runs/reproduce")
+    path, ok = reproduce(out, quick=args.quick, seed=args.seed, device=args.device, only=args.only,
+                         progress=not args.no_progress)
+    print(f"report: {path}")
+    return 0 if ok else 1
+
+
+def _hooked_experiment(run_dir: str, kind: str):
+    from scratchlab import experiments
+    from scratchlab.run.rundir import RunDir
+
+    saved = RunDir(run_dir).read_json("config.json")
+    exp = experiments.get(saved["experiment"])
+    fn = getattr(exp, kind)
+    if fn is None:
+        raise ValueError(f"{run_dir}: experiment {exp.name!r} has no `{kind}`; "
+                         f"these do: {[n for n, e in experiments.EXPERIMENTS.items() if getattr(e, kind)]}")
+    return fn
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+
+    arrays = _hooked_experiment(args.run_dir, "sample")(Path(args.run_dir), args.n)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out)
+    print(f"wrote {out}: " + ", ".join(f"{k} {v.dtype} {tuple(v.shape)}" for k, v in arrays.items()))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    print(_hooked_experiment(args.run_dir, "predict")(Path(args.run_dir), args.text))
+    return 0
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    from scratchlab.rnn.adder import BinaryAdderRNN
+
+    for s in (args.a, args.b):
+        if not s or set(s) - {"0", "1"}:
+            raise ValueError(f"add: expected binary numbers written with 0 and 1, got {s!r}")
+    adder = BinaryAdderRNN()
+    a, b = int(args.a, 2), int(args.b, 2)
+    if args.trace:
+        print(adder.format_trace(a, b))
+    print(format(adder.add(a, b), "b"))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from scratchlab.data import registry
+
+    if args.action == "list":
+        for name, d in sorted(registry.DATASETS.items()):
+            print(f"{name:<16} {'offline' if d.offline else 'download':<9} {d.description}")
+        return 0
+    for split in ("train", "test"):
+        data = registry.load(args.name, split)
+        print(f"{args.name} {split}: {len(data)} examples, {data.source}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scratchlab", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list the registered experiments")
+    s.add_argument("-v", "--verbose", action="store_true", help="also show each experiment's config defaults")
+    s.set_defaults(fn=_cmd_list)
+
+    def common(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in seconds")
+        s.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
+        s.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+        s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("run", help="run one experiment into a run directory")
+    s.add_argument("name", help="experiment name (see `scratchlab list`)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model=gru --set train.lr=3e-4")
+    s.add_argument("--out", help="run directory (default runs/NAME/STAMP)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    common(s)
+    s.set_defaults(fn=_cmd_run)
+
+    s = sub.add_parser("reproduce", help="run every experiment and write report.html")
+    s.add_argument("--out", help="output folder (default runs/reproduce[-quick])")
+    s.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments")
+    common(s)
+    s.set_defaults(fn=_cmd_reproduce)
+
+    s = sub.add_parser("sample", help="draw samples from a trained generative model")
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", required=True, help="output .npz file")
+    s.set_defaults(fn=_cmd_sample)
+
+    s = sub.add_parser("predict", help="classify a text with a trained sentiment model")
+    s.add_argument("run_dir")
+    s.add_argument("text")
+    s.set_defaults(fn=_cmd_predict)
+
+    s = sub.add_parser("add", help="add two binary numbers with the hand-set RNN")
+    s.add_argument("a")
+    s.add_argument("b")
+    s.add_argument("--trace", action="store_true", help="print the hidden state at every step")
+    s.set_defaults(fn=_cmd_add)
+
+    s = sub.add_parser("data", help="list datasets, or fetch/check one")
+    s.add_argument("action", choices=["list", "fetch"])
+    s.add_argument("name", nargs="?")
+    s.set_defaults(fn=_cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from scratchlab.run.config import ConfigError
+    from scratchlab.train.loop import NonFiniteLoss
+
+    try:
+        code = args.fn(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    except (ConfigError, NonFiniteLoss, KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"scratchlab {args.command}: error: {msg}", file=sys.stderr)
+        code = 2 if isinstance(e, ConfigError) else 1
+    if argv is None:
+        sys.exit(code)
+    return code

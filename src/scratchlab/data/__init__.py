@@ -1,0 +1,1 @@
+"""Data: synthetic tasks, readers for the official file formats, downloads, and the dataset registry."""

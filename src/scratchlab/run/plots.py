@@ -1,0 +1,80 @@
+"""Figures from metrics (matplotlib, Agg backend: no screen needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def curves(records: Sequence[dict[str, Any]], keys: Sequence[str], path: str | Path, *, title: str = "",
+           xlabel: str = "step", ylabel: str = "", logy: bool = False, labels: Sequence[str] | None = None,
+           ax=None) -> Path:
+    """Line plot of `keys` against `step` from metrics records (e.g. `run.metrics("train")`)."""
+    fig, ax = plt.subplots(figsize=(6, 4)) if ax is None else (None, ax)
+    for i, key in enumerate(keys):
+        pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), int | float)]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, label=labels[i] if labels else key)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path) if fig is not None else Path(path)
+
+
+def train_eval_curves(run, path: str | Path, *, metrics: Sequence[str] = ("loss", "accuracy"),
+                      title: str = "") -> Path:
+    """One panel per metric, train and eval split on each (the usual loss/accuracy figure)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], metrics, strict=True):
+        for split in ("train", "eval"):
+            pts = [(r["step"], r[key]) for r in run.metrics(split) if isinstance(r.get(key), int | float)]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, label=split, alpha=0.6 if split == "train" else 1.0)
+        ax.set(title=f"{title} {key}".strip(), xlabel="step", ylabel=key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save(fig, path)
+
+
+def image_grid(images, path: str | Path, *, nrow: int = 8, title: str = "", row_labels=None) -> Path:
+    """Save a grid of images (N, H, W) or (N, C, H, W), values in [0, 1] or uint8."""
+    import numpy as np
+
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.dtype != np.uint8:
+        images = (np.clip(images, 0, 1) * 255).astype(np.uint8)
+    n, c, h, w = images.shape
+    ncol = min(nrow, n)
+    nrows = (n + ncol - 1) // ncol
+    canvas = np.full((nrows * (h + 2), ncol * (w + 2), c), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, ncol)
+        canvas[r * (h + 2) + 1:r * (h + 2) + 1 + h, col * (w + 2) + 1:col * (w + 2) + 1 + w] = img.transpose(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(max(3, ncol * 0.6), max(2, nrows * 0.6 + 0.4)))
+    ax.imshow(canvas.squeeze(-1) if c == 1 else canvas, cmap="gray" if c == 1 else None, vmin=0, vmax=255)
+    ax.set_xticks([])
+    ax.set_yticks([] if row_labels is None else [r * (h + 2) + h / 2 for r in range(len(row_labels))])
+    if row_labels is not None:
+        ax.set_yticklabels(row_labels)
+    ax.set_title(title)
+    return save(fig, path)
+
+
+def save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

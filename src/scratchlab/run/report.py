@@ -1,0 +1,77 @@
+"""The HTML report over run directories: each experiment's figures and summary table."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scratchlab.run.rundir import atomic_write_text
+
+
+@dataclass
+class Entry:
+    name: str
+    help: str
+    status: str  # ok | skipped | failed
+    run_dir: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+img { max-width: 100%; margin: .5em 0; border: 1px solid #eee; }
+.skipped { color: #a60; } .failed { color: #b00; } .ok { color: #070; }
+pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: .85em; }
+"""
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, dict | list):
+        text = json.dumps(v)
+        return html.escape(text if len(text) < 300 else text[:300] + " ...")
+    return html.escape(str(v))
+
+
+def _section(e: Entry, root: Path) -> str:
+    parts = [f'<h2 id="{e.name}">{html.escape(e.name)} <small class="{e.status}">{e.status}</small></h2>',
+             f"<p>{html.escape(e.help)}</p>"]
+    if e.status != "ok":
+        parts.append(f"<pre>{html.escape(e.detail)}</pre>")
+        return "\n".join(parts)
+    rel = os.path.relpath(e.run_dir, root)
+    parts.append(f'<p>Run directory: <code>{html.escape(rel)}</code></p>')
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_value(v)}</td></tr>" for k, v in e.summary.items())
+    parts.append(f"<table>{rows}</table>")
+    for fig in sorted(Path(e.run_dir).glob("*.png")):
+        parts.append(f'<figure><img src="{html.escape(os.path.relpath(fig, root))}" alt="{fig.stem}">'
+                     f"<figcaption>{html.escape(fig.stem)}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def write(path: str | Path, entries: list[Entry], *, quick: bool = False) -> Path:
+    path = Path(path)
+    root = path.parent
+    counts = {s: sum(e.status == s for e in entries) for s in ("ok", "skipped", "failed")}
+    index = "".join(f'<li><a href="#{e.name}">{e.name}</a> <span class="{e.status}">{e.status}</span></li>'
+                    for e in entries)
+    mode = ("--quick: tiny budgets that check the pipeline end to end; the numbers are not the results"
+            if quick else "full budgets")
+    body = "\n".join(_section(e, root) for e in entries)
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>scratchlab report</title>"
+           f"<style>{_CSS}</style></head><body><h1>scratchlab report</h1>"
+           f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} ({html.escape(mode)}). "
+           f"{counts['ok']} ran, {counts['skipped']} skipped, {counts['failed']} failed.</p>"
+           f"<ul>{index}</ul>{body}</body></html>")
+    atomic_write_text(path, doc)
+    return path
