@@ -38,19 +38,23 @@ X_DOMAIN, Y_DOMAIN = Domain(1, 28), Domain(3, 32)
 class CycleDigitsConfig:
     target: Literal["synthdigits", "svhn"] = "synthdigits"  # Y; synthdigits is synthetic, svhn downloads
     source: Literal["mnist-5k", "mnist"] = "mnist-5k"        # X; mnist-5k is offline (4000 train / 1000 test)
-    steps: int = 800
+    steps: int = 800           # CycleGAN steps (each updates D_X, D_Y, then G, F)
+    d_warmup: int = 400        # discriminator-only digit-classification steps first (labels game only; 0 = off)
     batch_size: int = 32
     model: CycleConfig = field(default_factory=CycleConfig)
     eval_every: int = 100
     eval_n: int = 500          # test images per domain at intermediate evaluations (the final one uses all)
     n_target_train: int = 10000  # Y training images (synthdigits renders this many; svhn takes the first n)
     n_target_test: int = 2000
+    n_source_train: int | None = None  # X images used (None: all of the split)
+    n_source_test: int | None = None
     classifier_arch: Literal["cnn", "mlp"] = "cnn"
     classifier_epochs: int = 4
 
 
-QUICK = {"steps": 6, "batch_size": 8, "eval_every": 3, "eval_n": 40, "n_target_train": 200, "n_target_test": 100,
-         "classifier_epochs": 1, "model.ch": 8, "model.d_ch": 8, "model.n_res": 1}
+QUICK = {"steps": 6, "d_warmup": 2, "batch_size": 8, "eval_every": 3, "eval_n": 40, "n_target_train": 200,
+         "n_target_test": 100, "n_source_train": 300, "n_source_test": 100, "classifier_epochs": 1,
+         "model.ch": 8, "model.d_ch": 8, "model.n_res": 1}
 
 
 def svhn_missing(cfg: CycleDigitsConfig) -> str | None:
@@ -68,11 +72,14 @@ def _load(name: str, split: str, n: int | None) -> registry.ImageSet:
     if name == "synthdigits":
         return registry.load(name, split, n=n)
     data = registry.load(name, split)
-    return registry.ImageSet(data.images[:n], data.labels[:n], data.classes, data.source)
+    if n is None or n >= len(data):
+        return data
+    return registry.ImageSet(data.images[:n], data.labels[:n], data.classes, f"{data.source}; the first {n} used")
 
 
 def load_domains(cfg: CycleDigitsConfig) -> dict[str, registry.ImageSet]:
-    return {"x_train": _load(cfg.source, "train", None), "x_test": _load(cfg.source, "test", None),
+    return {"x_train": _load(cfg.source, "train", cfg.n_source_train),
+            "x_test": _load(cfg.source, "test", cfg.n_source_test),
             "y_train": _load(cfg.target, "train", cfg.n_target_train),
             "y_test": _load(cfg.target, "test", cfg.n_target_test)}
 
@@ -158,14 +165,17 @@ def cyclegan_digits(cfg: CycleDigitsConfig, ctx) -> dict:
     model = CycleGAN(X_DOMAIN, Y_DOMAIN, cfg.model).to(ctx.device)
     opt_g, opt_d = model.optimizers()
     b = cfg.batch_size
+    warmup = cfg.d_warmup if cfg.model.loss == "labels" else 0  # label-free discriminators have no classes
 
     def step(i: int) -> dict[str, float]:
         ix = torch.randint(len(x), (b,)).to(ctx.device)  # unpaired: independent draws from each domain
         iy = torch.randint(len(y), (b,)).to(ctx.device)
+        if i < warmup:
+            return model.warmup_step(x[ix], lx[ix], y[iy], ly[iy], opt_d)
         return model.step(x[ix], lx[ix], y[iy], ly[iy], opt_g, opt_d)
 
     n = cfg.eval_n
-    fit(step, cfg.steps, ctx, state={"G": model.G, "F": model.F, "D_X": model.D_X, "D_Y": model.D_Y,
+    fit(step, warmup + cfg.steps, ctx, state={"G": model.G, "F": model.F, "D_X": model.D_X, "D_Y": model.D_Y,
                                      "opt_g": opt_g, "opt_d": opt_d},
         eval_fn=lambda i: measure(model, clf_x, clf_y, xt[:n], lxt[:n], yt[:n], lyt[:n]),
         eval_every=cfg.eval_every, monitor="label_preservation_min", mode="max", desc="cyclegan",
@@ -186,7 +196,8 @@ def cyclegan_digits(cfg: CycleDigitsConfig, ctx) -> dict:
     return {**final, "classifier_x_test_accuracy": info["x"]["test_accuracy"],
             "classifier_y_test_accuracy": info["y"]["test_accuracy"],
             "no_translation_x2y": baseline_x2y, "no_translation_y2x": baseline_y2x,
-            "steps": cfg.steps, "source_data": data["x_train"].source, "target_data": data["y_train"].source}
+            "steps": cfg.steps, "d_warmup_steps": warmup,
+            "source_data": data["x_train"].source, "target_data": data["y_train"].source}
 
 
 @hook("cyclegan-digits", "sample")

@@ -160,7 +160,7 @@ class CycleConfig:
     n_down: int = 1          # stride-2 downsamplings (32x32 -> 16x16 with 1)
     d_ch: int = 32           # discriminator's first-layer channels
     loss: str = "labels"     # "labels" ((K+1)-class D) or a label-free LOSSES entry, e.g. "lsgan"
-    cycle_weight: float = 10.0  # lambda in front of the two cycle MSEs
+    cycle_weight: float = 2.0  # lambda on the two cycle MSEs; 10 preserved labels worse in 200-step trials
     lr: float = 2e-4
     beta1: float = 0.5       # Adam's beta1 = 0.5, as for DCGAN: the default 0.9 oscillates in GAN games
 
@@ -218,6 +218,21 @@ class CycleGAN(nn.Module):
         for p in discriminators:
             p.requires_grad_(True)
         return {"d_loss": d.item(), **{k: v.item() for k, v in g.items()}}
+
+    def warmup_step(self, x, lx, y, ly, opt_d) -> dict[str, float]:
+        """A head start for the (K+1)-class discriminators: L = CE(D_X(x), l_x) + CE(D_Y(y), l_y) on real images.
+
+        In the exercise D learns the digits while it learns to spot fakes, and until it knows them G's label
+        term points nowhere in particular; a few hundred of these steps (no generator involved, so ~10x cheaper
+        than `step`) give G a useful signal from its first step.
+        """
+        if self.adv.n_out == 1:
+            raise ValueError("warmup_step: the label-free discriminators have no digit classes to learn")
+        loss = F.cross_entropy(self.D_X(x), lx) + F.cross_entropy(self.D_Y(y), ly)
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+        return {"d_warmup_loss": loss.item()}
 
     @torch.no_grad()
     def translate(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
