@@ -32,6 +32,12 @@ def test_quick_run_writes_measurements_grids_and_samples(tmp_path):
         assert s["labels"].shape == (5,) and s["sources"].shape == (5, 28, 28)
     assert json.loads((run / "config.json").read_text())["config"]["target"] == "synthdigits"
 
+    # resuming the finished run restores G, F, D_X, D_Y and the saved classifiers: the same final numbers
+    _, again = run_experiment("cyclegan-digits", out=tmp_path / "r", resume=True, progress=False)
+    for key in ("label_preservation_x2y", "label_preservation_y2x", "cycle_mse_x", "cycle_mse_y",
+                "classifier_y_test_accuracy"):
+        assert again[key] == summary[key], key
+
 
 def test_available_names_missing_svhn_and_finds_it_when_present(tmp_path, monkeypatch):
     assert svhn_missing(CycleDigitsConfig()) is None  # synthdigits renders offline
