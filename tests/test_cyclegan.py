@@ -97,9 +97,10 @@ def frozen(model):
     return g, d
 
 
-def test_step_losses_equal_hand_computed_cross_entropy_and_mse():
+@pytest.mark.parametrize("w", [0.0, 0.5])  # 0: the exercise's loss; 0.5: extra weight on the digit logits
+def test_step_losses_equal_hand_computed_cross_entropy_and_mse(w):
     torch.manual_seed(0)
-    model = CycleGAN(X, Y, CycleConfig(ch=4, n_res=1, d_ch=4, cycle_weight=3.0)).double()
+    model = CycleGAN(X, Y, CycleConfig(ch=4, n_res=1, d_ch=4, cycle_weight=3.0, class_weight=w)).double()
     x, lx, y, ly = (t.double() if t.is_floating_point() else t for t in batch(4))
     out = model.step(x, lx, y, ly, *frozen(model))
     with torch.no_grad():  # train mode (batch statistics), real and fake batches through D separately
@@ -107,6 +108,7 @@ def test_step_losses_equal_hand_computed_cross_entropy_and_mse():
         fake = torch.full((4,), 10)  # class K = 10 means "fake"
         d = ce(model.D_X(x), lx) + ce(model.D_X(fx), fake) + ce(model.D_Y(y), ly) + ce(model.D_Y(fy), fake)
         adv = ce(model.D_Y(fy), lx) + ce(model.D_X(fx), ly)  # the source's labels through the other D
+        adv = adv + w * (ce(model.D_Y(fy)[:, :10], lx) + ce(model.D_X(fx)[:, :10], ly))
         cx, cy = mse(model.F(fy), x), mse(model.G(fx), y)
     assert out["d_loss"] == pytest.approx(d.item(), rel=1e-10)
     assert out["g_adv"] == pytest.approx(adv.item(), rel=1e-10)

@@ -38,7 +38,7 @@ X_DOMAIN, Y_DOMAIN = Domain(1, 28), Domain(3, 32)
 class CycleDigitsConfig:
     target: Literal["synthdigits", "svhn"] = "synthdigits"  # Y; synthdigits is synthetic, svhn downloads
     source: Literal["mnist-5k", "mnist"] = "mnist-5k"        # X; mnist-5k is offline (4000 train / 1000 test)
-    steps: int = 800           # CycleGAN steps (each updates D_X, D_Y, then G, F)
+    steps: int = 1500          # CycleGAN steps (each updates D_X, D_Y, then G, F)
     d_warmup: int = 400        # discriminator-only digit-classification steps first (labels game only; 0 = off)
     batch_size: int = 32
     model: CycleConfig = field(default_factory=CycleConfig)

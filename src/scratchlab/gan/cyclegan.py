@@ -137,14 +137,24 @@ class Adversary:
     g_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def adversary(name: str, n_classes: int = 10) -> Adversary:
-    """"labels": the (K+1)-class game of the exercise; otherwise a label-free `LOSSES` entry (e.g. "lsgan")."""
+def adversary(name: str, n_classes: int = 10, class_weight: float = 0.0) -> Adversary:
+    """"labels": the (K+1)-class game of the exercise; otherwise a label-free `LOSSES` entry (e.g. "lsgan").
+
+    With labels, G's term CE(D(G(x)), l) = -log p(real) - log p(l | real): "look real" plus "look like an l".
+    `class_weight` adds w * CE over the K digit logits alone, i.e. w more of the second part (0: the exercise).
+    """
     if name == "labels":
         def d_loss(d_real, labels, d_fake):
             fake = torch.full((len(d_fake),), n_classes, dtype=torch.long, device=d_fake.device)
             return F.cross_entropy(d_real, labels) + F.cross_entropy(d_fake, fake)
 
-        return Adversary(n_classes + 1, d_loss, lambda d_fake, labels: F.cross_entropy(d_fake, labels))
+        def g_loss(d_fake, labels):
+            loss = F.cross_entropy(d_fake, labels)
+            if class_weight:
+                loss = loss + class_weight * F.cross_entropy(d_fake[:, :n_classes], labels)
+            return loss
+
+        return Adversary(n_classes + 1, d_loss, g_loss)
     usable = ["labels", *(k for k, v in LOSSES.items() if v.discriminator)]
     if name not in usable:
         raise ValueError(f"CycleGAN adversarial loss: expected one of {usable}, got {name!r}")
@@ -155,11 +165,14 @@ def adversary(name: str, n_classes: int = 10) -> Adversary:
 
 @dataclass
 class CycleConfig:
-    ch: int = 32             # generator's first-layer channels (doubled per downsampling)
-    n_res: int = 2           # residual blocks
-    n_down: int = 1          # stride-2 downsamplings (32x32 -> 16x16 with 1)
+    # 16 channels, two downsamplings (32x32 -> 8x8 at 64 channels), 3 blocks: as good per step as 32/1/2 in
+    # 300-step trials and half the CPU time per step, with a receptive field over the whole 32x32 image
+    ch: int = 16             # generator's first-layer channels (doubled per downsampling)
+    n_res: int = 3           # residual blocks
+    n_down: int = 2          # stride-2 downsamplings
     d_ch: int = 32           # discriminator's first-layer channels
     loss: str = "labels"     # "labels" ((K+1)-class D) or a label-free LOSSES entry, e.g. "lsgan"
+    class_weight: float = 1.0  # extra weight on "look like your source's digit" in G (`adversary`); 0 = exercise
     cycle_weight: float = 2.0  # lambda on the two cycle MSEs; 10 preserved labels worse in 200-step trials
     lr: float = 2e-4
     beta1: float = 0.5       # Adam's beta1 = 0.5, as for DCGAN: the default 0.9 oscillates in GAN games
@@ -171,7 +184,7 @@ class CycleGAN(nn.Module):
     def __init__(self, x: Domain, y: Domain, cfg: CycleConfig | None = None, n_classes: int = 10):
         super().__init__()
         cfg = CycleConfig() if cfg is None else cfg
-        self.cfg, self.adv = cfg, adversary(cfg.loss, n_classes)
+        self.cfg, self.adv = cfg, adversary(cfg.loss, n_classes, cfg.class_weight)
         self.G = Generator(x, y, cfg.ch, cfg.n_res, cfg.n_down)
         self.F = Generator(y, x, cfg.ch, cfg.n_res, cfg.n_down)
         self.D_X = Discriminator(x, self.adv.n_out, cfg.d_ch)
