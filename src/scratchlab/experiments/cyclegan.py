@@ -1,7 +1,9 @@
 """cyclegan-digits: CycleGAN between MNIST (X) and house-number digits (Y), with label preservation measured.
 
 Y is `synthdigits` (offline, SYNTHETIC, rendered from system fonts) by default, or real SVHN (`--set target=svhn`,
-official .mat files, downloaded with their SHA-256). The game and the losses are in `scratchlab.gan.cyclegan`.
+official .mat files, downloaded with their SHA-256). The game and the losses are in `scratchlab.gan.cyclegan`;
+the default runs `d_warmup` discriminator-only classification steps first and `model.class_weight=1` (set both to
+0 for the exercise's game exactly).
 
 Measurement (every `eval_every` steps on `eval_n` test images per domain, at the end on the whole test sets):
   label preservation X -> Y  classifier trained on real Y-train images, applied to G(x_test), scored against the
