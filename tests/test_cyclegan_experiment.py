@@ -7,7 +7,7 @@ import scipy.io
 import torch
 
 from scratchlab.cli import main
-from scratchlab.experiments.cyclegan import CycleDigitsConfig, grey_to_rgb, rgb_to_grey, svhn_missing
+from scratchlab.experiments.cyclegan import CycleDigitsConfig, grey_to_rgb, lr_factor, rgb_to_grey, svhn_missing
 from scratchlab.runner import run_experiment
 
 
@@ -56,3 +56,8 @@ def test_no_translation_baseline_conversions():
     rgb = grey_to_rgb(x)
     assert rgb.shape == (2, 3, 32, 32) and torch.equal(rgb[:, 2, 2:30, 2:30], x[:, 0])
     torch.testing.assert_close(rgb_to_grey(rgb), x)
+
+
+def test_lr_schedule_is_constant_then_linear_to_zero():
+    assert [lr_factor(i, 10, 0.5) for i in (0, 4, 5, 6, 9)] == [1.0, 1.0, 1.0, 0.8, 0.2]
+    assert lr_factor(9, 10, 0.0) == 1.0 and lr_factor(0, 10, 1.0) == 1.0 and lr_factor(5, 10, 1.0) == 0.5

@@ -43,6 +43,7 @@ class CycleDigitsConfig:
     steps: int = 1500          # CycleGAN steps (each updates D_X, D_Y, then G, F)
     d_warmup: int = 400        # discriminator-only digit-classification steps first (labels game only; 0 = off)
     batch_size: int = 32
+    lr_decay: float = 0.5      # learning rates fall linearly to 0 over this last fraction of the steps (0: constant)
     model: CycleConfig = field(default_factory=CycleConfig)
     eval_every: int = 100
     eval_n: int = 500          # test images per domain at intermediate evaluations (the final one uses all)
@@ -105,6 +106,12 @@ def _classifiers(cfg, data, ctx) -> tuple[clf.Classifier, clf.Classifier, dict]:
                                   test=(data["y_test"].images, data["y_test"].labels), **kw)
     checkpoint.save(path, clf_x=cx, clf_y=cy, clf_x_info=ix, clf_y_info=iy)
     return cx, cy, {"x": ix, "y": iy}
+
+
+def lr_factor(step: int, steps: int, decay: float) -> float:
+    """CycleGAN's schedule: 1 for the first (1 - decay) * steps steps, then linearly down to 0 at `steps`."""
+    start = steps * (1 - decay)
+    return 1.0 if step < start else max(0.0, (steps - step) / (steps - start))
 
 
 def grey_to_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -174,6 +181,8 @@ def cyclegan_digits(cfg: CycleDigitsConfig, ctx) -> dict:
         iy = torch.randint(len(y), (b,)).to(ctx.device)
         if i < warmup:
             return model.warmup_step(x[ix], lx[ix], y[iy], ly[iy], opt_d)
+        for opt in (opt_g, opt_d):  # set from the step alone, so a resumed run continues the same schedule
+            opt.param_groups[0]["lr"] = cfg.model.lr * lr_factor(i - warmup, cfg.steps, cfg.lr_decay)
         return model.step(x[ix], lx[ix], y[iy], ly[iy], opt_g, opt_d)
 
     n = cfg.eval_n
