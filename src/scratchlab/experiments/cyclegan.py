@@ -198,7 +198,8 @@ def cyclegan_digits(cfg: CycleDigitsConfig, ctx) -> dict:
     sample_grids(model, xt, lxt, yt, lyt, ctx.run)
     run = ctx.run
     plots.curves(run.metrics("eval"), ["label_preservation_x2y", "label_preservation_y2x"],
-                 run / "label_preservation.png", title="label preservation (test)", ylabel="accuracy",
+                 run / "label_preservation.png", ylabel="accuracy",
+                 title=f"label preservation (test); steps < {warmup}: D-only warm-up",
                  labels=["MNIST -> target", "target -> MNIST"])
     plots.curves(run.metrics("eval"), ["cycle_mse_x", "cycle_mse_y"], run / "cycle_error.png",
                  title="cycle reconstruction error (test)", ylabel="MSE", labels=["x -> G -> F", "y -> F -> G"])
