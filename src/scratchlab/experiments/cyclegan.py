@@ -40,7 +40,7 @@ X_DOMAIN, Y_DOMAIN = Domain(1, 28), Domain(3, 32)
 class CycleDigitsConfig:
     target: Literal["synthdigits", "svhn"] = "synthdigits"  # Y; synthdigits is synthetic, svhn downloads
     source: Literal["mnist-5k", "mnist"] = "mnist-5k"        # X; mnist-5k is offline (4000 train / 1000 test)
-    steps: int = 1500          # CycleGAN steps (each updates D_X, D_Y, then G, F)
+    steps: int = 2500          # CycleGAN steps (each updates D_X, D_Y, then G, F)
     d_warmup: int = 400        # discriminator-only digit-classification steps first (labels game only; 0 = off)
     batch_size: int = 32
     lr_decay: float = 0.5      # learning rates fall linearly to 0 over this last fraction of the steps (0: constant)
@@ -52,7 +52,7 @@ class CycleDigitsConfig:
     n_source_train: int | None = None  # X images used (None: all of the split)
     n_source_test: int | None = None
     classifier_arch: Literal["cnn", "mlp"] = "cnn"
-    classifier_epochs: int = 4
+    classifier_epochs: int = 6  # 4 left the MNIST classifier at 94.6%, 6 reaches ~96-97%
 
 
 QUICK = {"steps": 6, "d_warmup": 2, "batch_size": 8, "eval_every": 3, "eval_n": 40, "n_target_train": 200,
