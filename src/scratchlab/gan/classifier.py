@@ -119,9 +119,10 @@ def features(model: Classifier, images: Any, batch_size: int = 1000) -> np.ndarr
 
 def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, batch_size: int = 128,
                      lr: float = 1e-3, seed: int = 0, device: torch.device | None = None, n_classes: int = 10,
-                     test: tuple[Any, Any] | None = None) -> tuple[Classifier, dict[str, Any]]:
+                     test: tuple[Any, Any] | None = None, flip: bool = False) -> tuple[Classifier, dict[str, Any]]:
     """Adam with a cosine learning-rate decay to zero over `epochs`; returns (model in eval mode, info).
 
+    `flip` mirrors a random half of each batch left-right (an augmentation for clothes, wrong for digits).
     Runs under its own seeded RNG (`fork_rng`), so training or loading a cached classifier leaves the caller's
     random stream the same. `info` holds the budget, the time, and `test_accuracy` when `test` is given.
     """
@@ -146,13 +147,17 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
             order = torch.randperm(len(x))
             for i in range(0, len(x), batch_size):
                 idx = order[i:i + batch_size]
-                loss = F.cross_entropy(model(x[idx].to(dev)), y[idx].to(dev))
+                xb = x[idx].to(dev)
+                if flip:
+                    mirror = torch.rand(len(idx), device=dev) < 0.5
+                    xb = torch.where(mirror[:, None, None, None], xb.flip(-1), xb)
+                loss = F.cross_entropy(model(xb), y[idx].to(dev))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
     model.eval()
-    info: dict[str, Any] = {**model.spec, "epochs": epochs, "n_train": len(x), "seed": seed,
+    info: dict[str, Any] = {**model.spec, "epochs": epochs, "n_train": len(x), "seed": seed, "flip": flip,
                             "train_seconds": round(time.perf_counter() - t0, 1), "final_batch_loss": loss.item()}
     if test is not None:
         info["test_accuracy"] = evaluate(model, *test)
