@@ -164,14 +164,16 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
     return model, info
 
 
-DEFAULT_EPOCHS = {"mlp": 20, "cnn": 8}
+DEFAULT_EPOCHS = {"mlp": 30, "cnn": 5}
+FLIP_DATASETS = {"fashion-mnist"}  # left-right mirroring keeps a garment's class; it would not keep a digit's
 CACHE_VERSION = 2  # bump when an architecture or the recipe changes: old cached files are then not used
 
 
 def cache_path(dataset: str, arch: Arch, seed: int, epochs: int, n_train: int | None) -> Any:
     from scratchlab.data.download import cache_dir
 
-    name = f"{dataset}-{arch}-v{CACHE_VERSION}-seed{seed}-e{epochs}-n{n_train or 'all'}.pt"
+    flip = "-flip" if dataset in FLIP_DATASETS else ""
+    name = f"{dataset}-{arch}-v{CACHE_VERSION}-seed{seed}-e{epochs}-n{n_train or 'all'}{flip}.pt"
     return cache_dir() / "classifiers" / name
 
 
@@ -197,7 +199,7 @@ def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None
         return model.eval(), {**spec, "cached": str(path)}
     train, test = registry.load(dataset, "train"), registry.load(dataset, "test")
     x, y = train.images[:n_train], train.labels[:n_train]
-    model, info = train_classifier(x, y, arch, epochs=epochs, seed=seed, device=device,
+    model, info = train_classifier(x, y, arch, epochs=epochs, seed=seed, device=device, flip=dataset in FLIP_DATASETS,
                                    n_classes=len(train.classes), test=(test.images, test.labels))
     info["source"] = train.source
     path.parent.mkdir(parents=True, exist_ok=True)
