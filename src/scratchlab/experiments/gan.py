@@ -14,6 +14,7 @@ works on a variant's directory, and on the sweep's directory it samples the vari
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,9 @@ from scratchlab.run import plots
 from scratchlab.run.rundir import RunDir
 from scratchlab.train import checkpoint
 from scratchlab.train.loop import Context, fit
+
+# Sweeps train several variants on the same data in one process: decompress each split once.
+load_data = functools.lru_cache(maxsize=4)(registry.load)
 
 # The WGAN paper's settings (Arjovsky et al. 2017, Algorithm 1): RMSprop, lr 5e-5, c = 0.01, n_critic = 5.
 WGAN_DEFAULTS = {"optimizer": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5, "clip": 0.01, "d_steps": 5}
@@ -85,7 +89,7 @@ class Judge:
 def make_judge(cfg: GANConfig, ctx: Context) -> Judge:
     model, info = clf.load_or_train(cfg.dataset, cfg.classifier, seed=0, epochs=cfg.classifier_epochs or None,
                                     n_train=cfg.classifier_n_train or None, device=ctx.device)
-    train, test = registry.load(cfg.dataset, "train"), registry.load(cfg.dataset, "test")
+    train, test = load_data(cfg.dataset, "train"), load_data(cfg.dataset, "test")
     reference = clf.features(model, test.images)
     pick = np.random.default_rng(0).choice(len(train), min(cfg.n_eval, len(train)), replace=False)
     floor = M.frechet_from_features(clf.features(model, train.images[pick]), reference)
@@ -123,7 +127,7 @@ def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: st
     """Train one GAN into ctx.run; figures, checkpoint and the measurements of `metrics.evaluate_generator`."""
     run, dev = ctx.run, ctx.device
     judge = judge or make_judge(cfg, ctx)
-    train = registry.load(cfg.dataset, "train")
+    train = load_data(cfg.dataset, "train")
     n = cfg.n_train or len(train)
     data = clf.as_float_images(train.images[:n]).to(dev)  # (N, C, H, W) in [-1, 1]
     labels = torch.as_tensor(train.labels[:n]).to(dev)
@@ -203,7 +207,7 @@ class CGANConfig(GANConfig):
 def cgan(cfg: CGANConfig, ctx: Context) -> dict[str, Any]:
     summary = train_gan(cfg, ctx, name="cgan")
     G = load_generator(ctx.run.path)
-    classes = registry.load(cfg.dataset, "test").classes
+    classes = load_data(cfg.dataset, "test").classes
     labels = torch.arange(len(classes)).repeat_interleave(3)  # (3K,): 3 samples per class, one class per row
     x = M.generate(G, len(labels), labels=labels, generator=torch.Generator().manual_seed(7))
     plots.image_grid(M.to_uint8(x), ctx.run / "per_class.png", nrow=3, row_labels=classes,
