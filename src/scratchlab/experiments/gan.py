@@ -211,7 +211,7 @@ def cgan(cfg: CGANConfig, ctx: Context) -> dict[str, Any]:
     labels = torch.arange(len(classes)).repeat_interleave(3)  # (3K,): 3 samples per class, one class per row
     x = M.generate(G, len(labels), labels=labels, generator=torch.Generator().manual_seed(7))
     plots.image_grid(M.to_uint8(x), ctx.run / "per_class.png", nrow=3, row_labels=classes,
-                     title="cgan: 3 samples per requested class")
+                     title="cgan: 3 per class")
     return summary
 
 
