@@ -119,7 +119,8 @@ def features(model: Classifier, images: Any, batch_size: int = 1000) -> np.ndarr
 
 def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, batch_size: int = 128,
                      lr: float = 1e-3, seed: int = 0, device: torch.device | None = None, n_classes: int = 10,
-                     test: tuple[Any, Any] | None = None, flip: bool = False) -> tuple[Classifier, dict[str, Any]]:
+                     test: tuple[Any, Any] | None = None, flip: bool = False,
+                     label_smoothing: float = 0.0) -> tuple[Classifier, dict[str, Any]]:
     """Adam with a cosine learning-rate decay to zero over `epochs`; returns (model in eval mode, info).
 
     `flip` mirrors a random half of each batch left-right (an augmentation for clothes, wrong for digits).
@@ -151,13 +152,14 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
                 if flip:
                     mirror = torch.rand(len(idx), device=dev) < 0.5
                     xb = torch.where(mirror[:, None, None, None], xb.flip(-1), xb)
-                loss = F.cross_entropy(model(xb), y[idx].to(dev))
+                loss = F.cross_entropy(model(xb), y[idx].to(dev), label_smoothing=label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
     model.eval()
     info: dict[str, Any] = {**model.spec, "epochs": epochs, "n_train": len(x), "seed": seed, "flip": flip,
+                            "label_smoothing": label_smoothing,
                             "train_seconds": round(time.perf_counter() - t0, 1), "final_batch_loss": loss.item()}
     if test is not None:
         info["test_accuracy"] = evaluate(model, *test)
