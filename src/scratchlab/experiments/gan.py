@@ -123,6 +123,19 @@ def save_grid(G: Generator, path: Path, title: str) -> None:
     plots.image_grid(M.to_uint8(x), path, nrow=10 if G.cfg.n_classes else 8, title=title)
 
 
+def moving_average(records: list[dict[str, Any]], keys: list[str], window: int) -> list[dict[str, Any]]:
+    """Per-round GAN losses swing by 2x from batch to batch: plot the mean of the last `window` rounds."""
+    out, recent = [], {k: [] for k in keys}
+    for r in records:
+        row = {"step": r["step"]}
+        for k in keys:
+            if k in r:
+                recent[k] = (recent[k] + [r[k]])[-window:]
+                row[k] = sum(recent[k]) / len(recent[k])
+        out.append(row)
+    return out
+
+
 def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: str = "gan") -> dict[str, Any]:
     """Train one GAN into ctx.run; figures, checkpoint and the measurements of `metrics.evaluate_generator`."""
     run, dev = ctx.run, ctx.device
@@ -151,11 +164,13 @@ def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: st
     fit(step, cfg.steps, ctx, state=trainer.state(), eval_fn=evaluate, eval_every=cfg.eval_every,
         monitor="none", desc=name, config={"net": dataclasses.asdict(net)})
     save_grid(G, run / "samples_end.png", f"{name}: step {cfg.steps}")
-    records = run.metrics("train")
-    plots.curves(records, ["g_loss", "d_loss"], run / "losses.png", title=f"{name}: losses")
+    window = max(1, cfg.steps // 100)
+    records = moving_average(run.metrics("train"), ["g_loss", "d_loss", "d_real", "d_fake"], window)
+    avg = f" (mean of {window} rounds)" if window > 1 else ""
+    plots.curves(records, ["g_loss", "d_loss"], run / "losses.png", title=f"{name}: losses{avg}")
     if D is not None:
-        plots.curves(records, ["d_real", "d_fake"], run / "d_outputs.png", title=f"{name}: mean D(x), D(G(z))",
-                     labels=["D(real)", "D(fake)"])
+        plots.curves(records, ["d_real", "d_fake"], run / "d_outputs.png", labels=["D(real)", "D(fake)"],
+                     title=f"{name}: mean D(x), D(G(z)){avg}")
     plots.curves(run.metrics("eval"), ["kl_uniform"], run / "kl_curve.png", title=f"{name}: KL(labels || uniform)")
     final = M.evaluate_generator(G, judge.model, judge.reference, n=cfg.n_eval, n_classes=judge.n_classes)
     return {**final, "frechet_floor_train_vs_test": judge.floor, "steps": cfg.steps,
