@@ -261,12 +261,19 @@ def find(data_dir: str | Path | None = None) -> Path | None:
     return next((f for f in search_folders(data_dir) if layout(f) is not None), None)
 
 
-def fetch(url: str = IMDB_URL, sha256: str = IMDB_SHA256, *, progress: bool = True) -> Path:
-    """Download the official archive into the cache (checked), extract it safely; returns the folder."""
+def fetch(url: str | None = None, sha256: str | None = None, *, progress: bool = True) -> Path:
+    """Download the official archive (IMDB_URL, IMDB_SHA256) into the cache, extract it safely; returns the folder."""
     folder = cache_dir() / "imdb"
     if layout(folder) is None:
-        archive = download(url, folder / "aclImdb_v1.tar.gz", sha256, progress=progress)
-        safe_extract(archive, folder / "aclImdb")
+        archive = download(url or IMDB_URL, folder / "aclImdb_v1.tar.gz", sha256 or IMDB_SHA256, progress=progress)
+        staging = safe_extract(archive, folder / f".extract{os.getpid()}")
+        try:
+            if not (staging / "aclImdb").is_dir():
+                raise FormatError(f"{archive}: expected a top-level aclImdb/ folder, found "
+                                  f"{sorted(p.name for p in staging.iterdir())}")
+            os.replace(staging / "aclImdb", folder / "aclImdb")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

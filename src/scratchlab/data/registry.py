@@ -2,7 +2,8 @@
 
 Lookup order for a file set: `$SCRATCHLAB_DATA/<name>/`, known system paths (Debian's
 dataset-fashion-mnist), the cache (`~/.cache/scratchlab/<name>/`), then `download()` with SHA-256.
-Every loader returns an `ImageSet` whose `source` says where the data came from, for reports.
+Every loader returns an `ImageSet` (or, for text corpora, a `scratchlab.data.imdb.TextSet`) whose `source` says
+where the data came from, for reports; both have `len()` and `labels`.
 """
 
 from __future__ import annotations
@@ -170,3 +171,11 @@ def mnist_5k(split: str = "train", allow_download: bool = True) -> ImageSet:
     idx = np.flatnonzero(mask if split == "test" else ~mask)
     idx = idx[np.random.default_rng(5001).permutation(len(idx))]  # unsorted, so no batch is one class
     return ImageSet(images[idx], labels[idx], DIGITS, f"mnist-5k ({split}, {len(idx)} digits) from {path}")
+
+
+# ---------------------------------------------------------------- text corpora (readers in scratchlab.data.imdb)
+
+from scratchlab.data import imdb as _imdb  # noqa: E402  (imdb does not import this module: no cycle)
+
+register("imdb", "IMDB movie reviews (Maas et al. 2011), 25k/25k, official aclImdb_v1.tar.gz (download, 84 MB)")(
+    _imdb.load_split)
