@@ -230,7 +230,7 @@ def predict_text(run_dir: Path, text: str, top: int = 5) -> str:
                      "(train with --set model=lstm-attention)")
     else:
         w = weights[0].numpy()
-        order = [i for i in np.argsort(-w, kind="stable") if ids[0, i] != 0][:top]
+        order = [i for i in np.argsort(-w, kind="stable") if ids[0, i] > 1][:top]  # words: no <pad>, no <unk>
         lines.append("most-attended words: " + ", ".join(f"{vocab.words[ids[0, i]]} ({w[i]:.2f})" for i in order))
     unknown = int((ids[0] == 1).sum())
     if unknown:
