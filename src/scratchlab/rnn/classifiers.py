@@ -68,7 +68,7 @@ class RecurrentClassifier(nn.Module):
         last = self.last_state(outputs, ids)
         if self.attention is None:
             return self.out(self.dropout(last)).squeeze(-1), None
-        logits, weights = self.attention(outputs, last, ids != PAD)  # (N, 1), (N, L)
+        logits, weights = self.attention(outputs, last, ids == PAD)  # mask True on padding; (N, 1), (N, L)
         return logits.squeeze(-1), weights
 
 
