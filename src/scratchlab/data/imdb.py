@@ -265,6 +265,9 @@ def fetch(url: str | None = None, sha256: str | None = None, *, progress: bool =
     """Download the official archive (IMDB_URL, IMDB_SHA256) into the cache, extract it safely; returns the folder."""
     folder = cache_dir() / "imdb"
     if layout(folder) is None:
+        if (folder / "aclImdb").exists():
+            raise FormatError(f"{folder / 'aclImdb'}: incomplete (no train/ and test/ with pos/ and neg/); "
+                              "delete it and fetch again")
         archive = download(url or IMDB_URL, folder / "aclImdb_v1.tar.gz", sha256 or IMDB_SHA256, progress=progress)
         staging = safe_extract(archive, folder / f".extract{os.getpid()}")
         try:
