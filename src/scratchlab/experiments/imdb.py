@@ -74,9 +74,9 @@ class CompareConfig(TextRunConfig):
     models: tuple[str, ...] = MODELS
 
 
-# --quick: synthetic reviews (about 25 words each, so length 48 loses nothing), small model, ~80 steps.
+# --quick: synthetic reviews (about 25 words each, so length 48 loses nothing), small model, 60 steps.
 QUICK = {"corpus": "synthetic", "synthetic_train": 800, "synthetic_test": 400, "length": 48, "max_vocab": 2000,
-         "min_freq": 1, "embed_dim": 32, "hidden_size": 32, "dropout": 0.1, "epochs": 4, "batch_size": 32,
+         "min_freq": 1, "embed_dim": 32, "hidden_size": 32, "dropout": 0.1, "epochs": 6, "batch_size": 64,
          "lr": 1e-2, "figure_reviews": 3}
 
 
