@@ -81,6 +81,7 @@ def test_compare_table_and_predict_on_the_best_model(capsys):
         sub = json.load(open(f"c/{name}/summary.json"))
         assert sub["test_accuracy"] == summary[f"{name}_test_accuracy"] and round(sub["test_accuracy"], 4) == acc
     assert summary["bag_test_accuracy"] > summary["mlp_test_accuracy"] + 0.1  # words beat raw index values
+    assert open("c/attention_lstm-attention.png", "rb").read(4) == b"\x89PNG"
     capsys.readouterr()
     assert main(["predict", "c", "superb and moving"]) == 0
     assert f"[{summary['best_model']}, lowest validation loss" in capsys.readouterr().out

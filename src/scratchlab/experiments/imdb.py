@@ -15,6 +15,7 @@ loss, and the test split is scored once, with it.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -201,6 +202,8 @@ def run_compare(cfg: CompareConfig, ctx: Context) -> dict:
                                            "quick": ctx.quick, "config": C.to_dict(mcfg)})
         s = train_model(mcfg, sub, data)
         sub.run.write_json("summary.json", s)
+        if (sub.run / "attention.png").exists():  # the report shows the top folder's figures
+            shutil.copyfile(sub.run / "attention.png", ctx.run / f"attention_{name}.png")
         summary.setdefault("data", s["data"])
         summary[f"{name}_test_accuracy"] = s["test_accuracy"]
         rows.append([name, s["params"], round(s["best_val_loss"], 4), round(s["test_loss"], 4),
