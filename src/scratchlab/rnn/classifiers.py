@@ -1,7 +1,7 @@
 """Sequence classifiers for sentiment: ids (N, L) -> one logit per sequence, and attention weights where there are.
 
     lstm            embedding -> LSTM -> last hidden state -> dropout -> linear
-    lstm-attention  embedding -> LSTM -> attention over every step (query = last state, padding masked) -> linear
+    lstm-attention  embedding -> LSTM -> attention over every step (query = W * last state, padding masked) -> linear
     gru             embedding -> GRU -> last hidden state -> dropout -> linear
     mlp             the padded index matrix read as numbers -> linear -> ReLU -> dropout -> linear
     bag             embedding -> mean over the words (padding left out) -> dropout -> linear
@@ -48,6 +48,9 @@ class RecurrentClassifier(nn.Module):
         self.hidden_size, self.directions = hidden_size, 2 if bidirectional else 1
         features = hidden_size * self.directions
         if attention:
+            # Luong's "general" score o_t . (W q): with q = o_L itself the last step scores |q|^2 >= q . o_t for
+            # every step whose state is no longer than q (Cauchy-Schwarz), so the weights pile onto the last word.
+            self.query = nn.Linear(features, features, bias=False)
             self.attention = AttentionHead(features, 1, dropout)
         else:
             self.attention = None
@@ -68,7 +71,8 @@ class RecurrentClassifier(nn.Module):
         last = self.last_state(outputs, ids)
         if self.attention is None:
             return self.out(self.dropout(last)).squeeze(-1), None
-        logits, weights = self.attention(outputs, last, ids == PAD)  # mask True on padding; (N, 1), (N, L)
+        # The head reads [W q; context]; W q carries what q does to the linear layer after it.
+        logits, weights = self.attention(outputs, self.query(last), ids == PAD)  # mask True on padding; (N, 1), (N, L)
         return logits.squeeze(-1), weights
 
 
