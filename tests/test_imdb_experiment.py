@@ -82,6 +82,10 @@ def test_compare_table_and_predict_on_the_best_model(capsys):
         assert sub["test_accuracy"] == summary[f"{name}_test_accuracy"] and round(sub["test_accuracy"], 4) == acc
     assert summary["bag_test_accuracy"] > summary["mlp_test_accuracy"] + 0.1  # words beat raw index values
     assert open("c/attention_lstm-attention.png", "rb").read(4) == b"\x89PNG"
+    # each compared model trains exactly as a lone `imdb` run with the same seed and settings
+    assert main(["run", "imdb", "--quick", "--out", "alone", "--set", "model=lstm-attention", *SMALL]) == 0
+    alone = json.load(open("alone/summary.json"))
+    assert alone["test_loss"] == json.load(open("c/lstm-attention/summary.json"))["test_loss"]
     capsys.readouterr()
     assert main(["predict", "c", "superb and moving"]) == 0
     assert f"[{summary['best_model']}, lowest validation loss" in capsys.readouterr().out

@@ -34,7 +34,7 @@ from scratchlab.run import config as C
 from scratchlab.run import plots
 from scratchlab.run.rundir import RunDir
 from scratchlab.train import checkpoint
-from scratchlab.train.loop import Context, fit
+from scratchlab.train.loop import Context, fit, seed_everything
 
 SYNTHETIC_NOTE = "SYNTHETIC reviews generated from word lists, not IMDB: these numbers say nothing about IMDB"
 
@@ -200,6 +200,7 @@ def run_compare(cfg: CompareConfig, ctx: Context) -> dict:
         # each model's folder is a complete `imdb` run directory: `scratchlab predict RUN/lstm-attention ...`
         sub.run.write_json("config.json", {"experiment": "imdb", "seed": ctx.seed, "device": str(ctx.device),
                                            "quick": ctx.quick, "config": C.to_dict(mcfg)})
+        seed_everything(ctx.seed)  # each model starts from the seed, as a lone `imdb` run would: same numbers
         s = train_model(mcfg, sub, data)
         sub.run.write_json("summary.json", s)
         if (sub.run / "attention.png").exists():  # the report shows the top folder's figures
