@@ -91,3 +91,10 @@ def test_compare_table_and_predict_on_the_best_model(capsys):
     assert f"[{summary['best_model']}, lowest validation loss" in capsys.readouterr().out
     assert main(["predict", "c/lstm-attention", "superb and moving"]) == 0
     assert torch.load("c/lstm-attention/checkpoint.pt", weights_only=True)["config"]["model"] == "lstm-attention"
+
+
+def test_reproduce_quick_runs_on_synthetic_reviews_and_says_so():
+    assert main(["reproduce", "--quick", "--only", "imdb", "--out", "rq"]) == 0
+    html = open("rq/report.html").read()
+    assert "SYNTHETIC reviews generated from word lists, not IMDB" in html and "attention.png" in html
+    assert json.load(open("rq/imdb/config.json"))["config"]["corpus"] == "synthetic"
