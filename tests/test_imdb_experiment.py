@@ -5,6 +5,8 @@ corpus in a data folder, skipping without data, and `predict`. References: the r
 import json
 import re
 
+import numpy as np
+import pytest
 import torch
 
 from scratchlab.cli import main
@@ -46,6 +48,28 @@ def test_predict_matches_the_model_and_says_when_there_is_no_attention(capsys):
     assert main(["predict", "g", "dreadful, boring and dull"]) == 0
     out = capsys.readouterr().out
     assert "model gru" in out and "has no attention" in out
+    moved = re.search(r"moved p\(positive\) most \(removing each in turn\): (.*)", out).group(1)
+    assert re.findall(r"(\w+) \(([+-]\d\.\d\d)\)", moved)
+
+
+def test_leave_one_out_against_hand_set_bag_model():
+    """Reference: a bag model with hand-set weights, logit = 4 * mean over words of [word is "superb"]."""
+    from scratchlab.experiments.imdb import leave_one_out
+    from scratchlab.rnn.classifiers import BagClassifier
+
+    model = BagClassifier(10, 1, dropout=0.0).eval()
+    with torch.no_grad():
+        model.embedding.weight.zero_()
+        model.embedding.weight[7] = 1.0  # id 7 plays "superb"; ids 2-6 are neutral
+        model.out.weight.fill_(4.0)
+        model.out.bias.zero_()
+    row = np.array([0, 0, 3, 4, 7, 5])  # 4 words
+    delta = leave_one_out(model, row)
+    p = 1 / (1 + np.exp(-4 * 1 / 4))
+    assert delta[4] == pytest.approx(p - 0.5, abs=1e-6)  # without it, the mean is 0: p = 0.5
+    for t in (2, 3, 5):  # without a neutral word the mean is 1/3
+        assert delta[t] == pytest.approx(p - 1 / (1 + np.exp(-4 / 3)), abs=1e-6)
+    assert (delta[:2] == 0).all()
 
 
 def test_without_data_reproduce_skips_with_the_fetch_command(capsys):

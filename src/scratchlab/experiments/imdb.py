@@ -215,8 +215,26 @@ def run_compare(cfg: CompareConfig, ctx: Context) -> dict:
                                                       "test_accuracy"], *rows]}
 
 
+@torch.no_grad()
+def leave_one_out(model: torch.nn.Module, row: np.ndarray, batch: int = 128) -> np.ndarray:
+    """(L,) p(positive) with the whole row minus p(positive) with word t removed (0 on padding).
+
+    Removing a word re-pads the row on the left, as the encoder would have seen the shorter review. Positive:
+    the word pushed towards "positive". Works for every model, with or without attention.
+    """
+    real = np.flatnonzero(row != 0)
+    variants = np.stack([np.concatenate([[0], row[:t], row[t + 1:]]) for t in real])  # (n, L)
+    p = torch.sigmoid(model(torch.from_numpy(row[None]))[0]).item()
+    without = torch.cat([torch.sigmoid(model(torch.from_numpy(variants[i:i + batch]))[0])
+                         for i in range(0, len(variants), batch)]).numpy()
+    delta = np.zeros(len(row))
+    delta[real] = p - without
+    return delta
+
+
 def predict_text(run_dir: Path, text: str, top: int = 5) -> str:
-    """Label, its probability and (attention models) the most-attended words, from a trained `imdb` run."""
+    """Label, its probability, the most-attended words (attention models) and the words whose removal changes
+    p(positive) most (every model), from a trained `imdb` run."""
     run = RunDir(run_dir)
     saved = run.read_json("config.json")
     cfg = C.from_dict(ImdbConfig, saved["config"])
@@ -237,6 +255,10 @@ def predict_text(run_dir: Path, text: str, top: int = 5) -> str:
         w = weights[0].numpy()
         order = [i for i in np.argsort(-w, kind="stable") if ids[0, i] > 1][:top]  # words: no <pad>, no <unk>
         lines.append("most-attended words: " + ", ".join(f"{vocab.words[ids[0, i]]} ({w[i]:.2f})" for i in order))
+    delta = leave_one_out(model, ids[0])
+    order = [i for i in np.argsort(-np.abs(delta), kind="stable") if ids[0, i] > 1][:top]
+    lines.append("words that moved p(positive) most (removing each in turn): "
+                 + ", ".join(f"{vocab.words[ids[0, i]]} ({delta[i]:+.2f})" for i in order))
     unknown = int((ids[0] == 1).sum())
     if unknown:
         lines.append(f"{unknown} word(s) not in the vocabulary were read as <unk>")
