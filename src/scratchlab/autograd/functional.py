@@ -32,14 +32,16 @@ def tanh(x: Tensor) -> Tensor:
 
 
 def logsumexp(x: Tensor, axis: int = -1) -> Tensor:
-    """log sum_j exp(x_j) = m + log sum_j exp(x_j - m), m = max_j x_j (a constant: its gradient cancels)."""
+    """log sum_j exp(x_j) = m + log sum_j exp(x_j - m), m = max_j x_j; keeps the reduced axis."""
     m = Tensor(x.data.max(axis=axis, keepdims=True), dtype=x.dtype)
     return (x - m).exp().sum(axis=axis, keepdims=True).log() + m
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """log softmax(x)_j = x_j - logsumexp(x)."""
-    return x - logsumexp(x, axis=axis)
+    """log softmax(x)_j = z_j - log sum_k exp(z_k), z = x - max(x) (not x - logsumexp(x): with |x| ~ 1000 in
+    float32, x and logsumexp(x) are too close to subtract without losing the last digits)."""
+    z = x - Tensor(x.data.max(axis=axis, keepdims=True), dtype=x.dtype)  # the max is a constant: its gradient cancels
+    return z - z.exp().sum(axis=axis, keepdims=True).log()
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:

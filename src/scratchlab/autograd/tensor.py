@@ -108,19 +108,22 @@ class Tensor:
                 node._backward(node.grad)
 
     def _topological_order(self) -> list[Tensor]:
-        """Nodes in an order where every node comes after all its parents (iterative depth-first search)."""
-        order, visited = [], set()
-        stack = [(self, False)]
+        """Interior nodes, each after all the nodes it was made from (iterative depth-first search).
+
+        Leaves are left out: they have no backward to call, they only receive gradients.
+        """
+        order, visited = [], {id(self)}
+        stack = [(self, iter(self._parents))]
         while stack:
-            node, expanded = stack.pop()
-            if expanded:
+            node, parents = stack[-1]
+            for p in parents:
+                if p._parents and id(p) not in visited:
+                    visited.add(id(p))
+                    stack.append((p, iter(p._parents)))
+                    break
+            else:  # all parents done
+                stack.pop()
                 order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            stack.extend((p, False) for p in node._parents if id(p) not in visited)
         return order
 
     # ------------------------------------------------------------------ conveniences
@@ -232,8 +235,8 @@ class Tensor:
             # C = A B: dA = G B^T, dB = A^T G; 1-d operands act as a row (A) or a column (B) vector.
             a2 = a[None, :] if a.ndim == 1 else a
             b2 = b[:, None] if b.ndim == 1 else b
-            g2 = g[..., None, :] if a.ndim == 1 else g
-            g2 = g2[..., None] if b.ndim == 1 else g2
+            g2 = g[..., None] if b.ndim == 1 else g               # put back the axes 1-d operands dropped
+            g2 = np.expand_dims(g2, -2) if a.ndim == 1 else g2
             if self.requires_grad:
                 self._accumulate(unbroadcast(_matmul_like(g2, _mT(b2), a2), a2.shape).reshape(a.shape), fresh=True)
             if other.requires_grad:
