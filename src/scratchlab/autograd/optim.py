@@ -53,7 +53,7 @@ class Optimizer:
         self.state = {}
         for i, bufs in state["state"].items():
             p = self.params[int(i)]
-            self.state[int(i)] = {k: np.array(v, dtype=p.dtype).reshape(p.shape) for k, v in bufs.items()}
+            self.state[int(i)] = {k: np.asarray(v).astype(p.dtype).reshape(p.shape) for k, v in bufs.items()}
 
 
 class SGD(Optimizer):

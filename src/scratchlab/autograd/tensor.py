@@ -51,7 +51,10 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class Tensor:
-    """`Tensor(data, requires_grad=False, dtype=None)`: float32 unless `dtype` (e.g. np.float64) says otherwise."""
+    """`Tensor(data, requires_grad=False, dtype=None)`: float32 unless `dtype` (e.g. np.float64) says otherwise.
+
+    The data is copied (as torch.tensor does), so updating a parameter never changes the caller's array.
+    """
 
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "_owns_grad")
     __array_priority__ = 100  # ndarray <op> Tensor defers to Tensor's reflected operators
@@ -59,7 +62,7 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
-        self.data = np.asarray(data, dtype=dtype or DEFAULT_DTYPE)
+        self.data = np.array(data, dtype=dtype or DEFAULT_DTYPE)
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
         self._parents: tuple[Tensor, ...] = ()
@@ -149,7 +152,11 @@ class Tensor:
         return self.data.item()
 
     def detach(self) -> Tensor:
-        return Tensor(self.data, dtype=self.data.dtype)
+        """The same data, cut from the graph."""
+        out = Tensor.__new__(Tensor)
+        out.data, out.grad, out.requires_grad, out._parents, out._backward, out._op, out._owns_grad = (
+            self.data, None, False, (), None, "detach", False)
+        return out
 
     def zero_grad(self) -> None:
         self.grad = None
