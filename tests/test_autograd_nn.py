@@ -96,14 +96,15 @@ def run_optimizer(make_ours, make_theirs, steps=6, seed=0):
     return opt
 
 
-@pytest.mark.parametrize("kw", [dict(lr=0.1), dict(lr=0.05, momentum=0.9), dict(lr=0.05, momentum=0.9, dampening=0.3),
-                                dict(lr=0.05, momentum=0.9, weight_decay=0.01),
-                                dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-3)])
+@pytest.mark.parametrize("kw", [{"lr": 0.1}, {"lr": 0.05, "momentum": 0.9},
+                                {"lr": 0.05, "momentum": 0.9, "dampening": 0.3},
+                                {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+                                {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-3}])
 def test_sgd_equals_torch(kw):
     run_optimizer(lambda ps: optim.SGD(ps, **kw), lambda ps: torch.optim.SGD(ps, **kw))
 
 
-@pytest.mark.parametrize("kw", [dict(lr=0.01), dict(lr=0.003, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)])
+@pytest.mark.parametrize("kw", [{"lr": 0.01}, {"lr": 0.003, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.05}])
 def test_adam_equals_torch(kw):
     run_optimizer(lambda ps: optim.Adam(ps, **kw), lambda ps: torch.optim.Adam(ps, **kw))
 

@@ -8,8 +8,8 @@ import tarfile
 
 import numpy as np
 import pytest
-from datafiles import cifar_archive, serve, sha256, write
 
+from datafiles import cifar_archive, serve, sha256, write
 from scratchlab.data import cifar, registry
 from scratchlab.data.download import DownloadError
 from scratchlab.data.idx import FormatError

@@ -2,8 +2,8 @@
 Served by a loopback HTTP server (tests/datafiles.py): nothing leaves the machine."""
 
 import pytest
-from datafiles import serve, sha256
 
+from datafiles import serve, sha256
 from scratchlab.data.download import DownloadError, download
 
 BODY = bytes(range(256)) * 400  # 102,400 bytes: several read blocks

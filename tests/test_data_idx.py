@@ -5,8 +5,8 @@ import gzip
 
 import numpy as np
 import pytest
-from datafiles import serve, sha256, write
 
+from datafiles import serve, sha256, write
 from scratchlab.data import registry
 from scratchlab.data.idx import FormatError, read_idx, write_idx
 
