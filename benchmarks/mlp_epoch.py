@@ -1,6 +1,6 @@
 """One training epoch of an MLP in scratchlab.autograd against the same MLP in PyTorch, same process.
 
-    python benchmarks/mlp_epoch.py [--reps 5] [--steps 600] [--threads 1] [--write docs/benchmarks.md]
+    python benchmarks/mlp_epoch.py [--reps 5] [--steps 600] [--threads 1] [--no-write]
 
 60,000 Fashion-MNIST images (Debian's files when present, else random pixels: the work is the same), batch 100,
 plain SGD (lr 0.1), float32, for 784-256-10 and 784-512-256-10. Per repetition both engines run one epoch
@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
 import time
-from pathlib import Path
 
 
 def _threads_from_argv() -> str:
@@ -33,6 +30,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from common import compare, markdown_table, write_section  # noqa: E402
 from scratchlab.autograd import Tensor, nn, optim  # noqa: E402
 from scratchlab.autograd import functional as F  # noqa: E402
 
@@ -88,45 +86,12 @@ def bench(name: str, x, y, reps: int, steps: int, batch: int = 100, lr: float = 
     ours = nn.mlp(SIZES[name])
     twin = torch_twin(ours)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    ours_epoch(ours, x, y, 20, batch, lr)  # warm-up: caches, allocator, BLAS threads
+    ours_epoch(ours, x, y, 20, batch, lr)  # warm-up: caches, allocator, BLAS buffers
     torch_epoch(twin, tx, ty, 20, batch, lr)
-    times_ours, times_torch, ratios = [], [], []
-    for r in range(reps):
-        if r % 2 == 0:
-            a = ours_epoch(ours, x, y, steps, batch, lr)
-            b = torch_epoch(twin, tx, ty, steps, batch, lr)
-        else:
-            b = torch_epoch(twin, tx, ty, steps, batch, lr)
-            a = ours_epoch(ours, x, y, steps, batch, lr)
-        times_ours.append(a)
-        times_torch.append(b)
-        ratios.append(a / b)
-        print(f"  {name} rep {r}: autograd {a:.3f}s  torch {b:.3f}s  ratio {a / b:.3f}", file=sys.stderr)
-    return {"model": name, "ours_s": statistics.median(times_ours), "torch_s": statistics.median(times_torch),
-            "ratio": statistics.median(ratios), "ratios": ratios}
-
-
-def markdown(results: list[dict], source: str, args) -> str:
-    rows = "\n".join(f"| {r['model']} | {r['ours_s']:.3f} | {r['torch_s']:.3f} | **{r['ratio']:.2f}x** | "
-                     f"{', '.join(f'{q:.2f}' for q in r['ratios'])} |" for r in results)
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ)
-    return f"""## mlp-numpy: one epoch, scratchlab.autograd vs PyTorch
-
-Command: `{env + ' ' if env else ''}PYTHONPATH=src python benchmarks/mlp_epoch.py --reps {args.reps} \
---steps {args.steps} --threads {args.threads}`
-
-One epoch = {args.steps} steps of batch 100 ({source}), forward + cross-entropy + backward + SGD (lr 0.1),
-float32, both engines from the same initial weights in the same process, interleaved; ratio = autograd / torch
-per repetition, median (< 1: scratchlab.autograd is faster).
-
-| MLP | autograd epoch (s) | torch epoch (s) | ratio (median) | ratios per repetition |
-|---|---|---|---|---|
-{rows}
-
-Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}
-({torch.get_num_threads()} threads), numpy {np.__version__} (OpenBLAS, {args.threads} threads);
-Python {platform.python_version()}.
-"""
+    result = compare(lambda: ours_epoch(ours, x, y, steps, batch, lr),
+                     lambda: torch_epoch(twin, tx, ty, steps, batch, lr), repeats=reps, warmup=0)
+    print(f"  {name}: {result}", file=sys.stderr)
+    return {"model": name, **result}
 
 
 def main() -> None:
@@ -135,28 +100,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="steps per epoch (600 = 60,000 images)")
     parser.add_argument("--models", nargs="*", default=list(SIZES))
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for both sides")
-    parser.add_argument("--write", type=Path, help="replace this benchmark's section in a markdown file")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     x, y, source = load_data(args.steps * 100)
     results = [bench(name, x, y, args.reps, args.steps) for name in args.models]
-    text = markdown(results, source, args)
-    print(text)
-    if args.write:
-        write_section(args.write, text)
+    table = markdown_table(["MLP", "autograd epoch (s)", "torch epoch (s)", "ratio (median)", "ratio range"],
+                           [[r["model"], r["ours_s"], r["ref_s"], f"**{r['ratio']:.2f}x**",
+                             f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}"] for r in results])
+    body = f"""## mlp-numpy: one training epoch, scratchlab.autograd vs PyTorch
 
+One epoch = {args.steps} steps of batch 100 ({source}): forward, cross-entropy, backward, SGD (lr 0.1), float32,
+both engines from the same initial weights in one process, {args.reps} interleaved repetitions; ratio = autograd /
+torch per repetition, median (below 1: scratchlab.autograd is faster). BLAS threads: {args.threads} on both sides
+(numpy's OpenBLAS and torch).
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the section that starts with this benchmark's heading, keeping the others."""
-    head = text.split("\n", 1)[0]
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if head in old:
-        before, rest = old.split(head, 1)
-        after = rest.split("\n## ", 1)[1] if "\n## " in rest else ""
-        old = before + text.rstrip("\n") + ("\n\n## " + after if after else "\n")
-    else:
-        old = old.rstrip("\n") + "\n\n" + text
-    path.write_text(old)
+{table}"""
+    print(body)
+    if not args.no_write:
+        write_section("mlp_epoch", body)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class Optimizer:
         self.hyper = hyper
         self.state: dict[int, dict[str, np.ndarray]] = {}  # parameter index -> buffers
         self.steps = 0
+        self._scratch = [np.empty_like(p.data) for p in self.params]  # update buffers, reused every step
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -29,9 +30,11 @@ class Optimizer:
         self.steps += 1
         for i, p in enumerate(self.params):
             if p.grad is not None:
-                self.update(p.data, p.grad, self.state.setdefault(i, {}))
+                self.update(p.data, p.grad, self.state.setdefault(i, {}), self._scratch[i])
 
-    def update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray) -> None:
+        """Update `p` in place from its gradient `g` (read only); `tmp` is a scratch array of p's shape, so the
+        update allocates nothing (fresh large arrays cost page faults on every step)."""
         raise NotImplementedError
 
     @property
@@ -67,10 +70,10 @@ class SGD(Optimizer):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                          nesterov=nesterov)
 
-    def update(self, p, g, state):
+    def update(self, p, g, state, tmp):
         h = self.hyper
         if h["weight_decay"]:
-            g = g + h["weight_decay"] * p
+            g = np.add(g, h["weight_decay"] * p, out=tmp)
         if h["momentum"]:
             buf = state.get("momentum")
             if buf is None:
@@ -78,8 +81,8 @@ class SGD(Optimizer):
             else:
                 buf *= h["momentum"]
                 buf += g if h["dampening"] == 0 else (1 - h["dampening"]) * g
-            g = g + h["momentum"] * buf if h["nesterov"] else buf
-        p -= h["lr"] * g
+            g = np.add(g, h["momentum"] * buf, out=tmp) if h["nesterov"] else buf
+        p -= np.multiply(g, h["lr"], out=tmp)
 
 
 class Adam(Optimizer):
@@ -93,7 +96,7 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0):
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
-    def update(self, p, g, state):
+    def update(self, p, g, state, tmp):
         h = self.hyper
         b1, b2 = h["betas"]
         if h["weight_decay"]:

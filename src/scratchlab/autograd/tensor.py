@@ -13,7 +13,8 @@ all its incoming gradients summed before it passes its own gradient on.
 
 Speed without obscurity: everything stays float32 unless float64 is asked for; the first gradient reaching a
 tensor is stored as is (no zeros + add) when the backward made it fresh for that tensor, later ones are added
-in place; gradients that are views of someone else's array (add, reshape, ...) are never written into.
+in place; a gradient shared with another tensor (both operands of +) is never written into. As in torch, only
+leaves keep `.grad` after backward: an interior node's gradient is dropped once its backward has used it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 class Tensor:
     """`Tensor(data, requires_grad=False, dtype=None)`: float32 unless `dtype` (e.g. np.float64) says otherwise.
 
-    The data is copied (as torch.tensor does), so updating a parameter never changes the caller's array.
+    A tensor that requires grad gets its own copy of the data (optimisers update it in place, and that must
+    never change the caller's array); other tensors may share it, as no op writes into its inputs.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "_owns_grad")
@@ -62,7 +64,8 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
-        self.data = np.array(data, dtype=dtype or DEFAULT_DTYPE)
+        dtype = dtype or DEFAULT_DTYPE
+        self.data = np.array(data, dtype=dtype) if requires_grad else np.asarray(data, dtype=dtype)
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
         self._parents: tuple[Tensor, ...] = ()
@@ -107,8 +110,9 @@ class Tensor:
         order = self._topological_order()
         self._accumulate(np.array(grad, dtype=self.data.dtype).reshape(self.data.shape), fresh=True)
         for node in reversed(order):
-            if node._backward is not None and node.grad is not None:
+            if node.grad is not None:
                 node._backward(node.grad)
+                node.grad, node._owns_grad = None, False  # as torch: only leaves keep their gradient
 
     def _topological_order(self) -> list[Tensor]:
         """Interior nodes, each after all the nodes it was made from (iterative depth-first search).
@@ -281,14 +285,15 @@ class Tensor:
     def reshape(self, *shape) -> Tensor:
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
         out = Tensor._make(self.data.reshape(shape), (self,), "reshape")
-        out._backward = lambda g: self._accumulate(g.reshape(self.shape), fresh=False)
+        # a view of out's gradient; it may be kept and added into when out owned it (out's is released after use)
+        out._backward = lambda g: self._accumulate(g.reshape(self.shape), fresh=out._owns_grad)
         return out
 
     def transpose(self, *axes) -> Tensor:
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes or None
         out = Tensor._make(self.data.transpose(axes), (self,), "transpose")
         inverse = None if axes is None else tuple(np.argsort(axes))
-        out._backward = lambda g: self._accumulate(g.transpose(inverse), fresh=False)
+        out._backward = lambda g: self._accumulate(g.transpose(inverse), fresh=out._owns_grad)
         return out
 
     @property
@@ -342,7 +347,7 @@ def concatenate(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
 
     def _backward(g):
         for t, piece in zip(tensors, np.split(g, ends[:-1], axis=axis), strict=True):
-            t._accumulate(piece, fresh=False)
+            t._accumulate(piece, fresh=out._owns_grad)  # pieces do not overlap
 
     out._backward = _backward
     return out
