@@ -1,11 +1,11 @@
 """One training epoch of an MLP in scratchlab.autograd against the same MLP in PyTorch, same process.
 
-    python benchmarks/mlp_epoch.py [--reps 5] [--steps 600] [--threads 1] [--no-write]
+    python benchmarks/mlp_epoch.py [--epochs 5] [--block 50] [--threads 1] [--no-write]
 
 60,000 Fashion-MNIST images (Debian's files when present, else random pixels: the work is the same), batch 100,
-plain SGD (lr 0.1), float32, for 784-256-10 and 784-512-256-10. Per repetition both engines run one epoch
-from the same weights, in alternating order (the machine drifts, so sides are interleaved); the figure is the
-median of the per-repetition ratios autograd / torch (< 1 means scratchlab.autograd is faster).
+plain SGD (lr 0.1), float32, for 784-256-10 and 784-512-256-10, both engines from the same weights. The machine
+drifts, so the sides are timed in alternating blocks of 50 steps and the figure is the median of per-pair ratios
+autograd / torch (< 1 means scratchlab.autograd is faster).
 Both sides get the same number of BLAS threads (`--threads`, default 1): on a shared 2-core machine two
 threads per side mostly measure the neighbours.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 
 def _threads_from_argv() -> str:
@@ -49,28 +48,41 @@ def load_data(n: int = 60000) -> tuple[np.ndarray, np.ndarray, str]:
         return rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n), "random pixels"
 
 
-def ours_epoch(model, x, y, steps: int, batch: int, lr: float) -> float:
+class Batches:
+    """`run(n)`: apply `step(xb, yb)` to the next n batches of the epoch (wrapping around)."""
+
+    def __init__(self, step, x, y, batch: int):
+        self.step, self.x, self.y, self.batch, self.pos = step, x, y, batch, 0
+
+    def run(self, n: int) -> None:
+        for _ in range(n):
+            i, b = self.pos, self.batch
+            self.pos = (self.pos + 1) % (len(self.x) // b)
+            self.step(self.x[i * b:(i + 1) * b], self.y[i * b:(i + 1) * b])
+
+
+def ours_step(model: nn.Module, lr: float):
     opt = optim.SGD(model.parameters(), lr=lr)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        xb, yb = x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+
+    def step(xb, yb):
         loss = F.cross_entropy(model(Tensor(xb)), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return time.perf_counter() - t0
+
+    return step
 
 
-def torch_epoch(model, x, y, steps: int, batch: int, lr: float) -> float:
+def torch_step(model: torch.nn.Module, lr: float):
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        xb, yb = x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+
+    def step(xb, yb):
         loss = torch.nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return time.perf_counter() - t0
+
+    return step
 
 
 def torch_twin(ours: nn.Sequential) -> torch.nn.Sequential:
@@ -81,39 +93,44 @@ def torch_twin(ours: nn.Sequential) -> torch.nn.Sequential:
     return twin
 
 
-def bench(name: str, x, y, reps: int, steps: int, batch: int = 100, lr: float = 0.1) -> dict:
+def bench(name: str, x, y, epochs: int, steps: int, block: int, batch: int = 100, lr: float = 0.1) -> dict:
+    """`epochs` epochs per side, timed in interleaved blocks of `block` steps (finer interleaving: less drift
+    between the two sides of a pair); epoch time = median block time * steps / block."""
     np.random.seed(0)
     ours = nn.mlp(SIZES[name])
-    twin = torch_twin(ours)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    ours_epoch(ours, x, y, 20, batch, lr)  # warm-up: caches, allocator, BLAS buffers
-    torch_epoch(twin, tx, ty, 20, batch, lr)
-    result = compare(lambda: ours_epoch(ours, x, y, steps, batch, lr),
-                     lambda: torch_epoch(twin, tx, ty, steps, batch, lr), repeats=reps, warmup=0)
+    n = steps * batch
+    a = Batches(ours_step(ours, lr), x[:n], y[:n], batch)
+    b = Batches(torch_step(torch_twin(ours), lr), torch.from_numpy(x[:n]), torch.from_numpy(y[:n]), batch)
+    a.run(20)  # warm-up: caches, allocator, BLAS buffers
+    b.run(20)
+    result = compare(lambda: a.run(block), lambda: b.run(block), repeats=epochs * steps // block, warmup=0)
     print(f"  {name}: {result}", file=sys.stderr)
-    return {"model": name, **result}
+    scale = steps / block
+    return {"model": name, **result, "ours_s": result["ours_s"] * scale, "ref_s": result["ref_s"] * scale}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per side")
     parser.add_argument("--steps", type=int, default=600, help="steps per epoch (600 = 60,000 images)")
+    parser.add_argument("--block", type=int, default=50, help="steps per timed block (pairs are interleaved)")
     parser.add_argument("--models", nargs="*", default=list(SIZES))
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for both sides")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     x, y, source = load_data(args.steps * 100)
-    results = [bench(name, x, y, args.reps, args.steps) for name in args.models]
+    results = [bench(name, x, y, args.epochs, args.steps, args.block) for name in args.models]
     table = markdown_table(["MLP", "autograd epoch (s)", "torch epoch (s)", "ratio (median)", "ratio range"],
                            [[r["model"], r["ours_s"], r["ref_s"], f"**{r['ratio']:.2f}x**",
                              f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}"] for r in results])
     body = f"""## mlp-numpy: one training epoch, scratchlab.autograd vs PyTorch
 
 One epoch = {args.steps} steps of batch 100 ({source}): forward, cross-entropy, backward, SGD (lr 0.1), float32,
-both engines from the same initial weights in one process, {args.reps} interleaved repetitions; ratio = autograd /
-torch per repetition, median (below 1: scratchlab.autograd is faster). BLAS threads: {args.threads} on both sides
-(numpy's OpenBLAS and torch).
+both engines from the same initial weights in one process. {args.epochs} epochs per side, timed in interleaved
+blocks of {args.block} steps (ours, torch, torch, ours, ...); ratio = autograd / torch per pair of blocks, median
+(below 1: scratchlab.autograd is faster); epoch = median block x {args.steps // args.block}. BLAS threads:
+{args.threads} on both sides (numpy's OpenBLAS and torch).
 
 {table}"""
     print(body)
