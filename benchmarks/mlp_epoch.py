@@ -85,6 +85,31 @@ def torch_step(model: torch.nn.Module, lr: float):
     return step
 
 
+def hand_step(model: nn.Sequential, lr: float):
+    """For scale: the same MLP in plain NumPy with a hand-written backward (no graph, no engine)."""
+    linears = [m for m in model.layers if isinstance(m, nn.Linear)]
+    ws, bs = [m.weight.data.copy() for m in linears], [m.bias.data.copy() for m in linears]
+
+    def step(xb, yb):
+        hs = [xb]                                    # inputs of each layer
+        for k, (w, b) in enumerate(zip(ws, bs, strict=True)):
+            h = hs[-1] @ w.T + b
+            hs.append(np.maximum(h, 0) if k < len(ws) - 1 else h)
+        z = hs[-1] - hs[-1].max(1, keepdims=True)
+        g = np.exp(z)
+        g /= g.sum(1, keepdims=True)                 # softmax
+        g[np.arange(len(yb)), yb] -= 1               # d loss / d logits = (softmax - onehot) / N
+        g /= len(yb)
+        for k in reversed(range(len(ws))):
+            gw, gb = g.T @ hs[k], g.sum(0)
+            if k:
+                g = (g @ ws[k]) * (hs[k] > 0)
+            ws[k] -= lr * gw
+            bs[k] -= lr * gb
+
+    return step
+
+
 def torch_twin(ours: nn.Sequential) -> torch.nn.Sequential:
     layers = [torch.nn.Linear(m.in_features, m.out_features) if isinstance(m, nn.Linear) else torch.nn.ReLU()
               for m in ours.layers]
@@ -103,10 +128,15 @@ def bench(name: str, x, y, epochs: int, steps: int, block: int, batch: int = 100
     b = Batches(torch_step(torch_twin(ours), lr), torch.from_numpy(x[:n]), torch.from_numpy(y[:n]), batch)
     a.run(20)  # warm-up: caches, allocator, BLAS buffers
     b.run(20)
+    h = Batches(hand_step(ours, lr), x[:n], y[:n], batch)
+    h.run(20)
     result = compare(lambda: a.run(block), lambda: b.run(block), repeats=epochs * steps // block, warmup=0)
-    print(f"  {name}: {result}", file=sys.stderr)
+    hand = compare(lambda: h.run(block), lambda: b.run(block), repeats=max(1, epochs // 2) * steps // block,
+                   warmup=0)
+    print(f"  {name}: {result}; hand-written numpy: {hand}", file=sys.stderr)
     scale = steps / block
-    return {"model": name, **result, "ours_s": result["ours_s"] * scale, "ref_s": result["ref_s"] * scale}
+    return {"model": name, **result, "ours_s": result["ours_s"] * scale, "ref_s": result["ref_s"] * scale,
+            "hand_ratio": hand["ratio"]}
 
 
 def main() -> None:
@@ -121,16 +151,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     x, y, source = load_data(args.steps * 100)
     results = [bench(name, x, y, args.epochs, args.steps, args.block) for name in args.models]
-    table = markdown_table(["MLP", "autograd epoch (s)", "torch epoch (s)", "ratio (median)", "ratio range"],
+    table = markdown_table(["MLP", "autograd epoch (s)", "torch epoch (s)", "autograd / torch (median)", "range",
+                            "hand-written NumPy / torch"],
                            [[r["model"], r["ours_s"], r["ref_s"], f"**{r['ratio']:.2f}x**",
-                             f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}"] for r in results])
+                             f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}", f"{r['hand_ratio']:.2f}x"]
+                            for r in results])
     body = f"""## mlp-numpy: one training epoch, scratchlab.autograd vs PyTorch
 
 One epoch = {args.steps} steps of batch 100 ({source}): forward, cross-entropy, backward, SGD (lr 0.1), float32,
 both engines from the same initial weights in one process. {args.epochs} epochs per side, timed in interleaved
 blocks of {args.block} steps (ours, torch, torch, ours, ...); ratio = autograd / torch per pair of blocks, median
 (below 1: scratchlab.autograd is faster); epoch = median block x {args.steps // args.block}. BLAS threads:
-{args.threads} on both sides (numpy's OpenBLAS and torch).
+{args.threads} on both sides (numpy's OpenBLAS and torch). For scale, the last column times the same MLP written
+directly in NumPy with a hand-written backward ({max(1, args.epochs // 2)} epochs, same interleaving): the floor
+for any NumPy engine.
 
 {table}"""
     print(body)

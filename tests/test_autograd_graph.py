@@ -97,6 +97,12 @@ def test_dtypes_float32_default_float64_on_request():
     assert d.grad.dtype == np.float64
 
 
+def test_backward_of_a_leaf():
+    x = Tensor([3.0], requires_grad=True)
+    x.backward()
+    np.testing.assert_array_equal(x.grad, [1.0])
+
+
 def test_backward_needs_scalar_or_gradient():
     x = Tensor(np.ones((2, 2)), requires_grad=True)
     with pytest.raises(RuntimeError, match=r"needs a single value, got shape \(2, 2\)"):

@@ -44,3 +44,17 @@ def test_torch_engine_runs_the_same_recipe(tmp_path):
     _, theirs = run_experiment("mlp-numpy", {**TINY, "engine": "torch"}, out=tmp_path / "b", progress=False)
     assert theirs["engine"] == "torch"
     assert theirs["test_accuracy"] == pytest.approx(ours["test_accuracy"], abs=0.01)
+
+
+def test_resume_continues_exactly(tmp_path):
+    """One epoch, then --resume to two epochs == two epochs in one go (parameters, optimiser, batch order)."""
+    cfg = {**TINY, "schedule": "constant", "epochs": 2}
+    whole, _ = run_experiment("mlp-numpy", cfg, out=tmp_path / "whole", progress=False)
+    cut, _ = run_experiment("mlp-numpy", {**cfg, "epochs": 1}, out=tmp_path / "cut", progress=False)
+    saved = json.loads((cut / "config.json").read_text())
+    saved["config"]["epochs"] = 2
+    (cut / "config.json").write_text(json.dumps(saved))
+    run_experiment("mlp-numpy", out=cut.path, resume=True, progress=False)
+    a, b = np.load(whole / "model.npz"), np.load(cut / "model.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

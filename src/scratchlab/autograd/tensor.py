@@ -110,7 +110,7 @@ class Tensor:
         order = self._topological_order()
         self._accumulate(np.array(grad, dtype=self.data.dtype).reshape(self.data.shape), fresh=True)
         for node in reversed(order):
-            if node.grad is not None:
+            if node._backward is not None and node.grad is not None:  # (a leaf can be the root)
                 node._backward(node.grad)
                 node.grad, node._owns_grad = None, False  # as torch: only leaves keep their gradient
 
