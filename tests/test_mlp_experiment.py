@@ -58,3 +58,15 @@ def test_resume_continues_exactly(tmp_path):
     a, b = np.load(whole / "model.npz"), np.load(cut / "model.npz")
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_runs_on_cifar10_layout(tmp_path, monkeypatch):
+    """dataset=cifar10 through the registry (a fixture archive in $SCRATCHLAB_DATA): 32x32x3 -> 3072 inputs."""
+    from datafiles import cifar_archive, write
+
+    write(tmp_path / "data" / "cifar10" / "cifar-10-python.tar.gz", cifar_archive(n_per_batch=40)[0])
+    monkeypatch.setenv("SCRATCHLAB_DATA", str(tmp_path / "data"))
+    _, summary = run_experiment("mlp-numpy", {"dataset": "cifar10", "epochs": 1, "hidden": (16,)},
+                                out=tmp_path / "c", progress=False)
+    assert summary["layers"] == "3072-16-10" and summary["test_images"] == 40 and summary["train_images"] == 180
+    assert "cifar10" in summary["data_source"]
