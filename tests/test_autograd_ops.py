@@ -102,6 +102,9 @@ def test_max_axis_keepdims(): check(lambda a: a.max(axis=0, keepdims=True), (3, 
 
 
 # ---------------------------------------------------------------- shape ops and indexing
+MASK = np.array([[True, False, True, True], [False, False, True, False], [True, True, False, True]])
+
+
 def test_reshape(): check(lambda a: a.reshape(4, 3) * a.reshape((4, 3)), (3, 4))
 def test_transpose_2d(): check(lambda a: a.T, (3, 4))
 def test_transpose_axes(): check(lambda a: a.transpose(1, 2, 0), (2, 3, 4), torch_fn=lambda a: a.permute(1, 2, 0))
@@ -110,6 +113,8 @@ def test_slice(): check(lambda a: a[:, 1:3], (3, 4))
 def test_slice_step(): check(lambda a: a[..., ::2], (2, 3, 5))
 def test_fancy_index_repeats(): check(lambda a: a[[0, 2, 0, 0]], (3, 4))  # row 0 picked 3 times: 3 gradients
 def test_index_pairs(): check(lambda a: a[[0, 1, 1], [2, 0, 2]], (2, 3))
+def test_index_mask(): check(lambda a: a[MASK], (3, 4), torch_fn=lambda a: a[torch.from_numpy(MASK)])
+def test_index_newaxis(): check(lambda a: a[:, None, 1:], (3, 4))
 def test_concatenate_axis0(): check(lambda a, b: concatenate([a, b, a], axis=0), (2, 3), (4, 3),
                                    torch_fn=lambda a, b: torch.cat([a, b, a], dim=0))
 def test_concatenate_axis1(): check(lambda a, b: concatenate([a, b], axis=1), (2, 3), (2, 1),
