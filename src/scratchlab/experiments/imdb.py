@@ -166,16 +166,16 @@ def train_model(cfg: ImdbConfig, ctx: Context, data: tuple[imdb.TextSet, ...]) -
     test_metrics = evaluate(model, xte, yte)
     plots.train_eval_curves(ctx.run, ctx.run / "curves.png", title=cfg.model)
     if cfg.model == "lstm-attention" and cfg.figure_reviews > 0:
-        attention_figure(model, vocab, test, ctx.run / "attention.png", cfg.figure_reviews, synthetic_note(cfg))
-    summary = {"data": train.source if cfg.corpus == "imdb" else SYNTHETIC_NOTE, "model": cfg.model,
-               "train_reviews": len(train), "val_reviews": len(val), "test_reviews": len(test),
-               "vocab_size": len(vocab), "params": sum(p.numel() for p in model.parameters()),
-               "steps": result["steps"], "best_val_loss": result["best"], "test_loss": test_metrics["loss"],
-               "test_accuracy": test_metrics["accuracy"]}
-    return summary
+        attention_figure(model, vocab, test, ctx.run / "attention.png", cfg.figure_reviews, data_label(cfg))
+    return {"data": train.source if cfg.corpus == "imdb" else SYNTHETIC_NOTE, "model": cfg.model,
+            "train_reviews": len(train), "val_reviews": len(val), "test_reviews": len(test),
+            "vocab_size": len(vocab), "params": sum(p.numel() for p in model.parameters()),
+            "steps": result["steps"], "best_val_loss": result["best"], "test_loss": test_metrics["loss"],
+            "test_accuracy": test_metrics["accuracy"]}
 
 
-def synthetic_note(cfg: TextRunConfig) -> str:
+def data_label(cfg: TextRunConfig) -> str:
+    """What the figures say they show."""
     return "synthetic reviews (not IMDB)" if cfg.corpus == "synthetic" else "test reviews"
 
 
@@ -210,7 +210,7 @@ def run_compare(cfg: CompareConfig, ctx: Context) -> dict:
         rows.append([name, s["params"], round(s["best_val_loss"], 4), round(s["test_loss"], 4),
                      round(s["test_accuracy"], 4)])
     best = min(rows, key=lambda r: r[2])[0]
-    compare_figure(rows, ctx.run / "test_accuracy.png", synthetic_note(cfg))
+    compare_figure(rows, ctx.run / "test_accuracy.png", data_label(cfg))
     return {**summary, "best_model": best, "table": [["model", "params", "best_val_loss", "test_loss",
                                                       "test_accuracy"], *rows]}
 
