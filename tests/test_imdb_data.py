@@ -16,6 +16,7 @@ import pytest
 
 from scratchlab.cli import main
 from scratchlab.data import imdb, registry, synthreviews
+from scratchlab.data.archive import extract_tar
 from scratchlab.data.download import DownloadError
 from scratchlab.data.idx import FormatError
 from scratchlab.data.text import clean
@@ -125,7 +126,7 @@ def _tar(path: Path, members: dict[str, bytes]) -> Path:
 def test_extraction_refuses_paths_outside_target(tmp_path, evil):
     archive = _tar(tmp_path / "a.tar.gz", {"aclImdb/README": b"ok", evil: b"gotcha"})
     with pytest.raises(FormatError, match="would be written outside the target folder; refused"):
-        imdb.safe_extract(archive, tmp_path / "out" / "aclImdb")
+        extract_tar(archive, tmp_path / "out" / "aclImdb")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
     assert not (tmp_path / "escape.txt").exists() and not Path("/tmp/abs_escape.txt").exists()
 
@@ -136,7 +137,7 @@ def test_extraction_refuses_links_out_of_target(tmp_path):
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
     with pytest.raises(FormatError, match="cannot be extracted"):  # the data filter's verdict
-        imdb.safe_extract(tmp_path / "l.tar", tmp_path / "out")
+        extract_tar(tmp_path / "l.tar", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

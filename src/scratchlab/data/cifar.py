@@ -18,12 +18,11 @@ import io
 import os
 import pickle
 import shutil
-import tarfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from scratchlab.data.archive import extract_tar
 from scratchlab.data.idx import FormatError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -99,21 +98,13 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     final = target / FOLDER
     if final.is_dir():
         return final
-    tmp = target / f".extract{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    staging = extract_tar(archive, target / f".extract{os.getpid()}")
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(tmp, filter="data")
-        if not (tmp / FOLDER).is_dir():
-            raise FormatError(f"{archive}: has no {FOLDER}/ folder; found {sorted(p.name for p in tmp.iterdir())}")
-        os.replace(tmp / FOLDER, final)
-    except tarfile.FilterError as e:
-        raise FormatError(f"{archive}: unsafe archive member refused ({e})") from None
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise FormatError(f"{archive}: corrupt or truncated tar.gz ({type(e).__name__}: {e})") from None
+        if not (staging / FOLDER).is_dir():
+            raise FormatError(f"{archive}: has no {FOLDER}/ folder; found {sorted(p.name for p in staging.iterdir())}")
+        os.replace(staging / FOLDER, final)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return final
 
 

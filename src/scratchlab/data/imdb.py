@@ -18,12 +18,12 @@ import csv
 import os
 import re
 import shutil
-import tarfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
+from scratchlab.data.archive import extract_tar
 from scratchlab.data.download import cache_dir, download
 from scratchlab.data.idx import FormatError
 
@@ -221,33 +221,6 @@ def write_csv(path: str | Path, data: TextSet) -> Path:
 # ---------------------------------------------------------------- the official archive
 
 
-def check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
-    """Refuse absolute names and `..` before anything is written (the data filter would rewrite `/x` to `x`)."""
-    for m in members:
-        name = PurePosixPath(m.name.replace("\\", "/"))
-        if name.is_absolute() or ".." in name.parts or re.match(r"^[A-Za-z]:", m.name):
-            raise FormatError(f"{archive}: member {m.name!r} would be written outside the target folder; refused")
-
-
-def safe_extract(archive: str | Path, dest: str | Path) -> Path:
-    """Extract `archive` into `dest` (created; must not exist yet), all or nothing."""
-    archive, dest = Path(archive), Path(dest)
-    if dest.exists():
-        raise FileExistsError(f"{dest}: already exists; not extracting {archive.name} over it")
-    tmp = dest.with_name(f".{dest.name}.partial{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with tarfile.open(archive) as tar:
-            check_members(archive, tar.getmembers())
-            tar.extractall(tmp, filter="data")  # also refuses links out of the target, devices, odd modes
-        os.replace(tmp, dest)
-    except tarfile.TarError as e:
-        raise FormatError(f"{archive}: cannot be extracted ({e})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
 def search_folders(data_dir: str | Path | None = None) -> list[Path]:
     """Where a corpus is looked for: `data_dir`, then $SCRATCHLAB_DATA/imdb, then the cache."""
     folders = [Path(data_dir)] if data_dir else []
@@ -269,7 +242,7 @@ def fetch(url: str | None = None, sha256: str | None = None, *, progress: bool =
             raise FormatError(f"{folder / 'aclImdb'}: incomplete (no train/ and test/ with pos/ and neg/); "
                               "delete it and fetch again")
         archive = download(url or IMDB_URL, folder / "aclImdb_v1.tar.gz", sha256 or IMDB_SHA256, progress=progress)
-        staging = safe_extract(archive, folder / f".extract{os.getpid()}")
+        staging = extract_tar(archive, folder / f".extract{os.getpid()}")
         try:
             if not (staging / "aclImdb").is_dir():
                 raise FormatError(f"{archive}: expected a top-level aclImdb/ folder, found "
