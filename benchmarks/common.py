@@ -1,0 +1,80 @@
+"""Shared benchmark machinery: interleaved timing, median of ratios, and docs/benchmarks.md sections.
+
+The machines drift by 10-30% over minutes, so ours and the reference are timed in alternation
+(A B A B ...) after a warm-up, each pair gives one ratio, and the median ratio is reported.
+Each benchmark owns one section of docs/benchmarks.md between `<!-- BEGIN name -->` / `<!-- END name -->`
+markers and rewrites only that section.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def compare(ours: Callable[[], object], ref: Callable[[], object], *, repeats: int = 7,
+            warmup: int = 2) -> dict[str, float]:
+    """Time `ours` and `ref` interleaved; return medians of each and the median of per-pair ratios."""
+    for _ in range(warmup):
+        ours()
+        ref()
+    t_ours, t_ref, ratios = [], [], []
+    for i in range(repeats):
+        # alternate which goes first, so neither always runs on a warmer cache
+        if i % 2:
+            b, a = time_once(ref), time_once(ours)
+        else:
+            a, b = time_once(ours), time_once(ref)
+        t_ours.append(a)
+        t_ref.append(b)
+        ratios.append(a / b)
+    return {"ours_s": statistics.median(t_ours), "ref_s": statistics.median(t_ref),
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
+def machine() -> str:
+    import numpy
+    import torch
+
+    malloc = "MALLOC_MMAP_MAX_=0" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "default malloc"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), numpy {numpy.__version__}, Python {platform.python_version()}, "
+            f"{malloc}")
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    def cell(v: object) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, body: str, command: str | None = None) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md (created if missing)."""
+    command = command or "python " + " ".join(sys.argv)
+    stamp = time.strftime("%Y-%m-%d")
+    section = (f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\nCommand: `{command}`; measured {stamp} on {machine()}.\n"
+               f"<!-- END {name} -->")
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    DOC.write_text(text)

@@ -1,0 +1,33 @@
+"""`make bench`: run every benchmark in this folder, each in its own process, under the same malloc settings.
+
+glibc returning large buffers to the OS and faulting them back costs a lot on these VMs; both sides of every
+comparison run under the same settings (docs/design.md, speed plan).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SKIP = {"run_all.py", "common.py"}
+
+
+def main() -> int:
+    env = {**os.environ, "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+    failed = []
+    for script in sorted(HERE.glob("*.py")):
+        if script.name in SKIP or script.name.startswith("_"):
+            continue
+        print(f"== {script.name}", flush=True)
+        if subprocess.call([sys.executable, str(script)], env=env) != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
