@@ -205,3 +205,6 @@ def test_cell_errors(name):
     bad = torch.randn(N, H + 1)
     with pytest.raises(RuntimeError, match=r"size \(3, 6\), got \[3, 7\]"):
         m(torch.randn(N, I), (bad, bad) if name == "LSTMCell" else bad)
+    if name == "LSTMCell":
+        with pytest.raises(TypeError, match=r"expected hx to be a tuple \(h, c\), got Tensor"):
+            m(torch.randn(N, I), torch.randn(N, H))
