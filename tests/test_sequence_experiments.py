@@ -69,7 +69,7 @@ def test_binary_addition_hand_set_adder_is_exact_on_every_8_bit_pair():
 def test_memorise_our_lstm_follows_torch_lstm():
     run, s = run_quick("memorise")
     # Same weights, same data, same optimiser: the curves may only differ by float32 rounding.
-    assert s["max_loss_difference_first_20_steps"] < 1e-4, s
+    assert s["max_loss_difference_first_20_steps"] < 1e-5, s  # measured: 5e-7
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["loss_ours"] == pytest.approx(records[0]["loss_torch"], abs=1e-5)
     assert records[-1]["loss_ours"] < records[0]["loss_ours"] / 2  # it learned something
