@@ -42,6 +42,11 @@ def test_palindrome_quick_run_directory():
     assert [e["step"] for e in evals] == [19, 39, 59] and all("accuracy" in e for e in evals)
 
 
+def test_palindrome_bad_min_length_is_named(capsys):
+    assert main(["run", "palindrome", "--quick", "--set", "min_length=1", "--out", "bad"]) == 1
+    assert "min_length must be 0 (off) or in 2..length=10, got 1" in capsys.readouterr().err
+
+
 def test_palindrome_sweep_quick_runs_each_setting_in_its_own_directory():
     run, s = run_quick("palindrome-sweep", "models=(rnn,gru)", files=("config.json", "metrics.jsonl", "summary.json"))
     assert s["runs"] == 4 and s["workers"] == 2

@@ -3,7 +3,7 @@
 A recurrent network from scratchlab.rnn reads the digits; a linear head on its last hidden state gives logits
 over the 10 digits; the loss is cross-entropy. The course's defaults: hidden 128, batch 128, RMSprop at
 lr 1e-3, gradient norm clipped to 10. `RECIPE` is the setting that keeps an LSTM and a GRU at >= 99% to T = 50
-and beyond (docs/design.md, "Palindromes: the recipe").
+and beyond (docs/sequences.md, "Palindromes: the recipe").
 
 Training draws a fresh batch per step from the stream `batch_rng(seed, step)` and stops when converged: train
 accuracy over the last `eval_every` steps >= `converge_train` and accuracy on `eval_size` palindromes of the
@@ -48,7 +48,7 @@ class PalindromeConfig:
     converge_eval: float = 1.0
 
 
-# The recipe (docs/design.md, "Palindromes: the recipe"): training batches of mixed lengths 2..T, Adam at 3e-3
+# The recipe (docs/sequences.md, "Palindromes: the recipe"): training batches of mixed lengths 2..T, Adam at 3e-3
 # with the clip kept, the memory gate opened at init (gated models only), one-hot inputs.
 RECIPE: dict[str, object] = {"min_length": 2, "optimizer": "adam", "lr": 3e-3, "gate_bias": 1.0}
 
@@ -73,15 +73,14 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
 
 def train_palindrome(cfg: PalindromeConfig, ctx) -> dict:
     """Train one model on palindromes of length `cfg.length`; returns the summary (see the module docstring)."""
+    if not 0 <= cfg.min_length <= cfg.length or cfg.min_length == 1:
+        raise ValueError(f"min_length must be 0 (off) or in 2..length={cfg.length}, got {cfg.min_length}")
     ds = PalindromeDataset(cfg.length, cfg.encoding)
     dev = ctx.device
     model = RecurrentNet(cfg.model, ds.input_size, cfg.hidden, 10, gate_bias=cfg.gate_bias).to(dev)
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     x_test, y_test = (torch.from_numpy(a).to(dev) for a in ds.test_set(cfg.test_size, cfg.test_seed))
     window: deque[float] = deque(maxlen=max(1, cfg.eval_every))
-
-    if not 0 <= cfg.min_length <= cfg.length or cfg.min_length == 1:
-        raise ValueError(f"min_length must be 0 (off) or in 2..length={cfg.length}, got {cfg.min_length}")
 
     def step(i: int) -> dict[str, float]:
         rng = batch_rng(ctx.seed, i)
