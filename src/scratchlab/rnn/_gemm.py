@@ -1,0 +1,56 @@
+"""The two matrix products the fast recurrent path is made of, on the fastest kernel the input's device offers.
+
+On CPU in float32, torch.mm goes to MKL, which on the AMD (Zen 5) machines this project is measured on runs its
+AVX2 code at about 100 GFLOP/s per core; oneDNN, the library behind torch.nn.LSTM on CPU, runs AVX-512 there and
+reaches 150-230 GFLOP/s on the same products (docs/design.md, speed plan). torch exposes oneDNN's matmul as the
+operator `mkldnn::_linear_pointwise` (what torch.compile emits for linear layers on CPU). It returns a new tensor
+(no `out=`) and takes float32/bfloat16 only, so everything else (float64, CUDA, a build without oneDNN) takes
+torch.addmm, which on CUDA is cuBLAS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Tensor = torch.Tensor
+_ONEDNN = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def use_onednn(x: Tensor) -> bool:
+    """True where oneDNN's matmul takes x: CPU tensors of float32/bfloat16 with oneDNN built and enabled."""
+    return (_ONEDNN is not None and x.is_cpu and x.dtype in _ONEDNN_DTYPES
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def gemms(x: Tensor, onednn: bool | None = None) -> tuple[Callable, Callable, Callable]:
+    """(linear, linear_add, pack) for x's device and dtype.
+
+    linear(a, w, b) = a w^T + b (b may be None); linear_add(a, w, c) = a w^T + c with c of the result's shape.
+    a (M, K), w (N, K); returns a new (M, N) tensor. pack(w, M) returns w in the layout the kernel reads
+    fastest for M-row products (oneDNN's blocked weight layout: 10-15% faster per step), or w itself.
+    """
+    if use_onednn(x) if onednn is None else onednn:
+        plain, binary = _ONEDNN.default, _ONEDNN.binary
+
+        def pack(w, m):
+            return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), m)
+
+        def linear(a, w, b=None):
+            return plain(a, w, b, "none", [], "")
+
+        def linear_add(a, w, c):
+            return binary(a, c, w, None, "add")
+        return linear, linear_add, pack
+
+    def linear(a, w, b=None):
+        return torch.mm(a, w.t()) if b is None else torch.addmm(b, a, w.t())
+
+    def linear_add(a, w, c):
+        return torch.addmm(c, a, w.t())
+
+    def pack(w, m):
+        return w
+    return linear, linear_add, pack
