@@ -48,14 +48,22 @@ def _proj(linear, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return linear(x.reshape(-1, x.shape[-1]), w, b).view(x.shape[0], x.shape[1], w.shape[0])
 
 
-def _grads(linear, dG: Tensor, x: Tensor, h_prev: Tensor, w_ih: Tensor, need) -> tuple:
-    """Gradients of all steps at once from dG (T, B, G*H): dX (T,B,I), dW_ih, dW_hh, db (each None if unneeded)."""
-    dG2 = dG.reshape(-1, dG.shape[-1])
+def _grads(linear, dGx: Tensor, dGh: Tensor, x: Tensor, h_prev: Tensor, w_ih: Tensor, need) -> list:
+    """Gradients of all steps at once: dX = dGx W_ih, dW_ih = dGx^T X, dW_hh = dGh^T H_prev, db_ih, db_hh.
 
-    def wgrad(a):                                            # dG^T A (G*H, K) as X^T dG, oneDNN's faster layout
+    dGx (T, B, G*H) is the gradient of the input-side pre-activations, dGh that of the hidden-side ones (the
+    same tensor except for GRU's n gate); need says which of (x, w_ih, w_hh, b_ih, b_hh) want a gradient.
+    """
+    dGx2, dGh2 = dGx.reshape(-1, dGx.shape[-1]), dGh.reshape(-1, dGh.shape[-1])
+
+    def wgrad(dG2, a):                                       # dG^T A (G*H, K), as (A^T dG)^T: oneDNN's faster form
         return linear(a.reshape(-1, a.shape[-1]).t(), dG2.t()).t()
-    dx = linear(dG2, w_ih.t().contiguous()).view(x.shape) if need[0] else None
-    return dx, wgrad(x) if need[1] else None, wgrad(h_prev) if need[2] else None, dG2.sum(0) if need[3] else None
+    db_ih = dGx2.sum(0) if need[3] or (need[4] and dGh is dGx) else None
+    return [linear(dGx2, w_ih.t().contiguous()).view(x.shape) if need[0] else None,
+            wgrad(dGx2, x) if need[1] else None,
+            wgrad(dGh2, h_prev) if need[2] else None,
+            db_ih if need[3] else None,
+            (db_ih if dGh is dGx else dGh2.sum(0)) if need[4] else None]
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -162,10 +170,8 @@ class _LSTMSeq(torch.autograd.Function):
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
         dG, dh0, dc0 = _lstm_bptt(gout, dh_n, dc_n, gates, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse)
         n = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db = _grads(gemms(x)[0], dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG),
-                                      (n[0], n[3], n[4], n[5] or n[6]))
-        dw_ih, dw_hh, db = (_perm(v, _FROM_OIFG) for v in (dw_ih, dw_hh, db))
-        return dx, dh0, dc0, dw_ih, dw_hh, db, db, None
+        dx, *dw = _grads(gemms(x)[0], dG, dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG), n[0:1] + n[3:7])
+        return (dx, dh0, dc0, *(_perm(v, _FROM_OIFG) for v in dw), None)
 
 
 def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
@@ -177,3 +183,156 @@ def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor
     _, Hs, Cs, _ = _lstm_run(x, h0, c0, _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0), b, reverse, False)
     last = 0 if reverse else -1
     return _out_prev(Hs, reverse)[0], Hs[last], Cs[last]
+
+
+# --------------------------------------------------------------------------------------------------------- GRU
+# torch's variant: n = tanh(W_in x + b_in + r (W_hn h + b_hn)), so the hidden-side product (with b_hh) is kept per
+# step (its n part is needed for dr) and the input side carries b_ih alone. Gate order (r, z, n) as torch's.
+def _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, save):
+    """Forward of all steps. Returns Gx (T, B, 3H) holding activated (r, z, n), per-step W_hh h + b_hh, Hs."""
+    linear, _, pack = gemms(x)
+    B, H = h0.shape
+    Gx = _proj(linear, x, w_ih, b_ih)                        # x_t W_ih^T + b_ih for every t
+    w_hh = pack(w_hh, B)
+    Hs = _states(x, h0, reverse)
+    Hl, Gl, RZ = Hs.unbind(0), Gx.unbind(0), Gx[..., :2 * H].unbind(0)
+    hidden = []
+    for t, rd, wr in _slots(x.shape[0], reverse):
+        gh = linear(Hl[rd], w_hh, b_hh)                      # (B, 3H)
+        RZ[t].add_(gh[:, :2 * H]).sigmoid_()                 # r, z
+        r, z, n = Gl[t].view(B, 3, H).unbind(1)
+        n.addcmul_(r, gh[:, 2 * H:]).mul_(2).sigmoid_().mul_(2).sub_(1)   # n = tanh(.) as 2 sigmoid(2 .) - 1
+        torch.sub(Hl[rd], n, out=Hl[wr]).mul_(z).add_(n)     # h_t = n + z (h_{t-1} - n) = (1 - z) n + z h_{t-1}
+        if save:
+            hidden.append(gh)
+    return Gx, hidden, Hs
+
+
+def _gru_bptt(gout, dh_n, Gx, hidden, Hs, w_hh, reverse):
+    """Backward through time. Returns dGx, dGh (T, B, 3H) (gradients of the input- and hidden-side
+    pre-activations; they differ in the n block: dGh_n = dGx_n r) and dh0."""
+    linear, _, pack = gemms(Hs)
+    T, B, H = gout.shape
+    w_hh_t = pack(w_hh.t(), B)                               # (H, 3H)
+    dGx, dGh = Hs.new_empty(T, B, 3 * H), Hs.new_empty(T, B, 3 * H)
+    ones, tmp, sd = Hs.new_ones(B, H), Hs.new_empty(B, H), Hs.new_empty(B, 2 * H)
+    sd_r, sd_z = sd[:, :H], sd[:, H:]
+    Hl, Gl = Hs.unbind(0), Gx.unbind(0)
+    t_next = z_next = dh = None
+    for k, (t, rd, _) in reversed(list(enumerate(_slots(T, reverse)))):
+        r, z, n = Gl[t].view(B, 3, H).unbind(1)
+        dGx_n = dGx[t, :, 2 * H:]
+        dGh_r, dGh_z, dGh_n = dGh[t].view(B, 3, H).unbind(1)
+        if t_next is None:                                   # dh_t: output, step t+1's products, and its z path
+            dh = gout[t] + dh_n if dh_n is not None else gout[t]
+        else:
+            dh = linear(dGh[t_next], w_hh_t).add_(gout[t]).addcmul_(dh, z_next)
+        torch.addcmul(ones, n, n, value=-1, out=tmp).mul_(dh)          # dn_pre = dh (1 - z)(1 - n^2)
+        torch.addcmul(tmp, tmp, z, value=-1, out=dGx_n)
+        torch.mul(dGx_n, r, out=dGh_n)                       # the hidden side sees r (W_hn h + b_hn)
+        torch.addcmul(Gl[t][:, :2 * H], Gl[t][:, :2 * H], Gl[t][:, :2 * H], value=-1, out=sd)   # r', z'
+        torch.sub(Hl[rd], n, out=dGh_z).mul_(dh).mul_(sd_z)  # dz_pre = dh (h_{t-1} - n) z'
+        torch.mul(dGx_n, hidden[k][:, 2 * H:], out=dGh_r).mul_(sd_r)    # dr_pre = dn_pre (W_hn h + b_hn) r'
+        t_next, z_next = t, z
+    dGx[..., :2 * H] = dGh[..., :2 * H]                      # r and z see the same gradient on both sides
+    return dGx, dGh, linear(dGh[t_next], w_hh_t).addcmul_(dh, z_next)
+
+
+class _GRUSeq(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+        Gx, hidden, Hs = _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, save=True)
+        ctx.reverse = reverse
+        ctx.save_for_backward(x, w_ih, w_hh, Gx, Hs, *hidden)
+        return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1].clone()
+
+    @staticmethod
+    def backward(ctx, gout, dh_n):
+        x, w_ih, w_hh, Gx, Hs, *hidden = ctx.saved_tensors
+        gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
+        dGx, dGh, dh0 = _gru_bptt(gout, dh_n, Gx, hidden, Hs, w_hh, ctx.reverse)
+        n = ctx.needs_input_grad
+        dx, *dw = _grads(gemms(x)[0], dGx, dGh, x, _out_prev(Hs, ctx.reverse)[1], w_ih, n[0:1] + n[2:6])
+        return (dx, dh0, *dw, None)
+
+
+def gru_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                  b_hh: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor]:
+    """One GRU layer-direction: x (T, B, I), h0 (B, H) -> outputs (T, B, H), h_T (B, H)."""
+    if _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh):
+        return _GRUSeq.apply(x, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+    _, _, Hs = _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, save=False)
+    return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1]
+
+
+# -------------------------------------------------------------------------------------------- Elman RNN (tanh, relu)
+def _rnn_run(x, h0, w_ih, w_hh, b, relu, reverse):
+    """Forward of all steps, straight into the state buffer Hs. For tanh, the weights come scaled by 2
+    (tanh(a) = 2 sigmoid(2a) - 1, see the LSTM note)."""
+    linear, _, pack = gemms(x)
+    P = _proj(linear, x, w_ih, b).unbind(0)                  # x_t W_ih^T + b_ih + b_hh for every t
+    w_hh = pack(w_hh, h0.shape[0])
+    Hs = _states(x, h0, reverse)
+    Hl = Hs.unbind(0)
+    for t, rd, wr in _slots(x.shape[0], reverse):
+        y = linear(Hl[rd], w_hh).add_(P[t])
+        if relu:
+            torch.clamp_min(y, 0, out=Hl[wr])
+        else:
+            torch.mul(y.sigmoid_(), 2, out=Hl[wr]).sub_(1)
+    return Hs
+
+
+def _rnn_bptt(gout, dh_n, Hs, w_hh, relu, reverse):
+    """Backward through time. Returns dP (T, B, H), the gradient of the pre-activations, and dh0."""
+    linear, _, pack = gemms(Hs)
+    T, B, H = gout.shape
+    w_hh_t = pack(w_hh.t(), B)
+    dP = Hs.new_empty(T, B, H)
+    Hl = Hs.unbind(0)
+    t_next = None
+    for t, _, wr in reversed(_slots(T, reverse)):
+        if t_next is None:
+            dh = gout[t] + dh_n if dh_n is not None else gout[t]
+        else:
+            dh = linear(dP[t_next], w_hh_t).add_(gout[t])
+        if relu:                                             # relu'(a) = [h > 0]
+            torch.mul(dh, Hl[wr] > 0, out=dP[t])
+        else:                                                # tanh'(a) = 1 - h^2
+            torch.addcmul(dh, dh * Hl[wr], Hl[wr], value=-1, out=dP[t])
+        t_next = t
+    return dP, linear(dP[t_next], w_hh_t)
+
+
+class _RNNSeq(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse):
+        s = 1.0 if relu else 2.0
+        Hs = _rnn_run(x, h0, w_ih * s, w_hh * s, None if b_ih is None else (b_ih + b_hh) * s, relu, reverse)
+        ctx.reverse, ctx.relu = reverse, relu
+        ctx.save_for_backward(x, w_ih, w_hh, Hs)
+        return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1].clone()
+
+    @staticmethod
+    def backward(ctx, gout, dh_n):
+        x, w_ih, w_hh, Hs = ctx.saved_tensors
+        gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
+        dP, dh0 = _rnn_bptt(gout, dh_n, Hs, w_hh, ctx.relu, ctx.reverse)
+        n = ctx.needs_input_grad
+        dx, *dw = _grads(gemms(x)[0], dP, dP, x, _out_prev(Hs, ctx.reverse)[1], w_ih, n[0:1] + n[2:6])
+        return (dx, dh0, *dw, None, None)
+
+
+def rnn_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                  b_hh: Tensor | None = None, nonlinearity: str = "tanh", reverse: bool = False
+                  ) -> tuple[Tensor, Tensor]:
+    """One Elman RNN layer-direction, h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu:
+    x (T, B, I), h0 (B, H) -> outputs (T, B, H), h_T (B, H)."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    relu = nonlinearity == "relu"
+    if _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh):
+        return _RNNSeq.apply(x, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse)
+    s = 1.0 if relu else 2.0
+    Hs = _rnn_run(x, h0, w_ih * s, w_hh * s, None if b_ih is None else (b_ih + b_hh) * s, relu, reverse)
+    return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1]
