@@ -17,7 +17,7 @@ data:
 	fi
 
 demo: setup
-	scratchlab reproduce --quick --out runs/reproduce-quick
+	$(PY) -m scratchlab reproduce --quick --out runs/reproduce-quick
 
 test: setup
 	$(PY) -m pytest -q -n 2

@@ -1,0 +1,93 @@
+"""MLP generators and discriminators built from a config; conditional when `n_classes > 0`.
+
+    G: z (N, latent) [+ one-hot y (N, K)] -> 128 -> 256 -> 512 -> 1024 -> C*H*W, BatchNorm + LeakyReLU(0.2)
+       between layers, tanh at the end; output (N, C, H, W) in [-1, 1].
+    D: x (N, C, H, W) flattened [+ one-hot y (N, K)] -> 512 -> 256 -> 1, LeakyReLU(0.2); output (N,) raw scores.
+
+D always returns raw (unbounded) scores: the losses decide what they mean (a logit for the vanilla GAN, whose
+sigmoid lives inside its log-sigmoid for stability; a critic value for WGAN; a regression target for LSGAN).
+The conditional label enters as a one-hot vector concatenated to G's latent and to D's flattened input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class NetConfig:
+    latent: int = 100
+    g_hidden: tuple[int, ...] = (128, 256, 512, 1024)
+    d_hidden: tuple[int, ...] = (512, 256)
+    channels: int = 1
+    image_size: int = 28
+    n_classes: int = 0  # > 0: conditional G and D
+    slope: float = 0.2  # LeakyReLU negative slope
+
+
+def mlp(sizes: Sequence[int], *, slope: float = 0.2, batchnorm: bool = False) -> list[nn.Module]:
+    """Linear layers sizes[0] -> ... -> sizes[-1] with (BatchNorm and) LeakyReLU after every layer."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers.append(nn.Linear(a, b))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(b))
+        layers.append(nn.LeakyReLU(slope))
+    return layers
+
+
+def one_hot(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    return F.one_hot(y, n_classes).to(torch.get_default_dtype())
+
+
+class Generator(nn.Module):
+    """z (N, latent), y (N,) int64 or None -> images (N, C, H, W) in [-1, 1]."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        n_in = cfg.latent + cfg.n_classes
+        n_out = cfg.channels * cfg.image_size**2
+        # The first layer has no BatchNorm (as in the course's generator): normalising straight after the
+        # latent only rescales z.
+        self.net = nn.Sequential(*mlp([n_in, cfg.g_hidden[0]], slope=cfg.slope),
+                                 *mlp(cfg.g_hidden, slope=cfg.slope, batchnorm=True),
+                                 nn.Linear(cfg.g_hidden[-1], n_out), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cfg.n_classes:
+            if y is None:
+                raise ValueError("conditional generator: labels y are required")
+            z = torch.cat([z, one_hot(y, self.cfg.n_classes)], dim=1)  # (N, latent + K)
+        c, s = self.cfg.channels, self.cfg.image_size
+        return self.net(z).view(-1, c, s, s)
+
+    def sample_latent(self, n: int, *, like: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """(n, latent) standard normal, on the device of `like` (or of this module's parameters)."""
+        ref = like if like is not None else next(self.parameters())
+        return torch.randn(n, self.cfg.latent, device=ref.device, generator=generator)
+
+
+class Discriminator(nn.Module):
+    """x (N, C, H, W), y (N,) or None -> raw scores (N,)."""
+
+    def __init__(self, cfg: NetConfig, n_out: int = 1):
+        super().__init__()
+        self.cfg = cfg
+        n_in = cfg.channels * cfg.image_size**2 + cfg.n_classes
+        self.body = nn.Sequential(*mlp([n_in, *cfg.d_hidden], slope=cfg.slope))
+        self.head = nn.Linear(cfg.d_hidden[-1], n_out)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = x.flatten(1)  # (N, C*H*W)
+        if self.cfg.n_classes:
+            if y is None:
+                raise ValueError("conditional discriminator: labels y are required")
+            h = torch.cat([h, one_hot(y, self.cfg.n_classes)], dim=1)
+        out = self.head(self.body(h))  # (N, n_out)
+        return out.squeeze(1) if out.shape[1] == 1 else out
