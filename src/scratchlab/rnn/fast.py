@@ -336,3 +336,23 @@ def rnn_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     s = 1.0 if relu else 2.0
     Hs = _rnn_run(x, h0, w_ih * s, w_hh * s, None if b_ih is None else (b_ih + b_hh) * s, relu, reverse)
     return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1]
+
+
+# ------------------------------------------------------------------------------ the layers' per-direction seam
+# layers.DIRECTIONS' signature: fn(x (L, N, I), state, weights, reverse, nonlinearity) -> (outputs, final state).
+def _lstm_seam(x, state, weights, reverse, nonlinearity):
+    out, h, c = lstm_direction(x.contiguous(), state[0], state[1], *weights, reverse=reverse)
+    return out, (h, c)
+
+
+def _gru_seam(x, state, weights, reverse, nonlinearity):
+    out, h = gru_direction(x.contiguous(), state[0], *weights, reverse=reverse)
+    return out, (h,)
+
+
+def _rnn_seam(x, state, weights, reverse, nonlinearity):
+    out, h = rnn_direction(x.contiguous(), state[0], *weights, nonlinearity=nonlinearity, reverse=reverse)
+    return out, (h,)
+
+
+DIRECTIONS = {"RNN": _rnn_seam, "LSTM": _lstm_seam, "GRU": _gru_seam}
