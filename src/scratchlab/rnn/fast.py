@@ -188,27 +188,26 @@ def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor
 # --------------------------------------------------------------------------------------------------------- GRU
 # torch's variant: n = tanh(W_in x + b_in + r (W_hn h + b_hn)), so the hidden-side product (with b_hh) is kept per
 # step (its n part is needed for dr) and the input side carries b_ih alone. Gate order (r, z, n) as torch's.
-def _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, save):
-    """Forward of all steps. Returns Gx (T, B, 3H) holding activated (r, z, n), per-step W_hh h + b_hh, Hs."""
+def _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+    """Forward of all steps. Returns Gx (T, B, 3H) holding activated (r, z, n), HN (T, B, H) = W_hn h + b_hn of
+    every step (what dr needs; keeping it alone rather than the whole hidden product saves 2H per step), Hs."""
     linear, _, pack = gemms(x)
     B, H = h0.shape
     Gx = _proj(linear, x, w_ih, b_ih)                        # x_t W_ih^T + b_ih for every t
     w_hh = pack(w_hh, B)
-    Hs = _states(x, h0, reverse)
-    Hl, Gl, RZ = Hs.unbind(0), Gx.unbind(0), Gx[..., :2 * H].unbind(0)
-    hidden = []
+    Hs, HN = _states(x, h0, reverse), x.new_empty(x.shape[0], B, H)
+    Hl, Gl, RZ, HNl = Hs.unbind(0), Gx.unbind(0), Gx[..., :2 * H].unbind(0), HN.unbind(0)
     for t, rd, wr in _slots(x.shape[0], reverse):
         gh = linear(Hl[rd], w_hh, b_hh)                      # (B, 3H)
         RZ[t].add_(gh[:, :2 * H]).sigmoid_()                 # r, z
         r, z, n = Gl[t].view(B, 3, H).unbind(1)
-        n.addcmul_(r, gh[:, 2 * H:]).mul_(2).sigmoid_().mul_(2).sub_(1)   # n = tanh(.) as 2 sigmoid(2 .) - 1
+        HNl[t].copy_(gh[:, 2 * H:])
+        n.addcmul_(r, HNl[t]).mul_(2).sigmoid_().mul_(2).sub_(1)   # n = tanh(.) as 2 sigmoid(2 .) - 1
         torch.sub(Hl[rd], n, out=Hl[wr]).mul_(z).add_(n)     # h_t = n + z (h_{t-1} - n) = (1 - z) n + z h_{t-1}
-        if save:
-            hidden.append(gh)
-    return Gx, hidden, Hs
+    return Gx, HN, Hs
 
 
-def _gru_bptt(gout, dh_n, Gx, hidden, Hs, w_hh, reverse):
+def _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, reverse):
     """Backward through time. Returns dGx, dGh (T, B, 3H) (gradients of the input- and hidden-side
     pre-activations; they differ in the n block: dGh_n = dGx_n r) and dh0."""
     linear, _, pack = gemms(Hs)
@@ -219,7 +218,7 @@ def _gru_bptt(gout, dh_n, Gx, hidden, Hs, w_hh, reverse):
     sd_r, sd_z = sd[:, :H], sd[:, H:]
     Hl, Gl = Hs.unbind(0), Gx.unbind(0)
     t_next = z_next = dh = None
-    for k, (t, rd, _) in reversed(list(enumerate(_slots(T, reverse)))):
+    for t, rd, _ in reversed(_slots(T, reverse)):
         r, z, n = Gl[t].view(B, 3, H).unbind(1)
         dGx_n = dGx[t, :, 2 * H:]
         dGh_r, dGh_z, dGh_n = dGh[t].view(B, 3, H).unbind(1)
@@ -232,7 +231,7 @@ def _gru_bptt(gout, dh_n, Gx, hidden, Hs, w_hh, reverse):
         torch.mul(dGx_n, r, out=dGh_n)                       # the hidden side sees r (W_hn h + b_hn)
         torch.addcmul(Gl[t][:, :2 * H], Gl[t][:, :2 * H], Gl[t][:, :2 * H], value=-1, out=sd)   # r', z'
         torch.sub(Hl[rd], n, out=dGh_z).mul_(dh).mul_(sd_z)  # dz_pre = dh (h_{t-1} - n) z'
-        torch.mul(dGx_n, hidden[k][:, 2 * H:], out=dGh_r).mul_(sd_r)    # dr_pre = dn_pre (W_hn h + b_hn) r'
+        torch.mul(dGx_n, HN[t], out=dGh_r).mul_(sd_r)         # dr_pre = dn_pre (W_hn h + b_hn) r'
         t_next, z_next = t, z
     dGx[..., :2 * H] = dGh[..., :2 * H]                      # r and z see the same gradient on both sides
     return dGx, dGh, linear(dGh[t_next], w_hh_t).addcmul_(dh, z_next)
@@ -241,16 +240,16 @@ def _gru_bptt(gout, dh_n, Gx, hidden, Hs, w_hh, reverse):
 class _GRUSeq(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
-        Gx, hidden, Hs = _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, save=True)
+        Gx, HN, Hs = _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse)
         ctx.reverse = reverse
-        ctx.save_for_backward(x, w_ih, w_hh, Gx, Hs, *hidden)
+        ctx.save_for_backward(x, w_ih, w_hh, Gx, HN, Hs)
         return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1].clone()
 
     @staticmethod
     def backward(ctx, gout, dh_n):
-        x, w_ih, w_hh, Gx, Hs, *hidden = ctx.saved_tensors
+        x, w_ih, w_hh, Gx, HN, Hs = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
-        dGx, dGh, dh0 = _gru_bptt(gout, dh_n, Gx, hidden, Hs, w_hh, ctx.reverse)
+        dGx, dGh, dh0 = _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, ctx.reverse)
         n = ctx.needs_input_grad
         dx, *dw = _grads(gemms(x)[0], dGx, dGh, x, _out_prev(Hs, ctx.reverse)[1], w_ih, n[0:1] + n[2:6])
         return (dx, dh0, *dw, None)
@@ -261,7 +260,7 @@ def gru_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     """One GRU layer-direction: x (T, B, I), h0 (B, H) -> outputs (T, B, H), h_T (B, H)."""
     if _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh):
         return _GRUSeq.apply(x, h0, w_ih, w_hh, b_ih, b_hh, reverse)
-    _, _, Hs = _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, save=False)
+    _, _, Hs = _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse)
     return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1]
 
 
