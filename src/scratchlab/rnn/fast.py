@@ -89,66 +89,80 @@ def _perm(w: Tensor | None, order: list[int], g_scale: float = 1.0, dim: int = 0
     return torch.cat([blocks[k] for k in order], dim)
 
 
-def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse, save):
+def _gate_views(G: Tensor, H: int) -> tuple[list[Tensor], ...]:
+    """Per-step views (B, H) of the four gate blocks of G (T, B, 4H), in (o, i, f, g) order."""
+    return tuple(G[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
+
+
+def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse):
     """Forward of all steps, weights in (o,i,f,g) order with g scaled by 2.
 
-    Returns per-step activated gates [(B, 4H)] in run order, Hs, Cs (T+1, B, H) and tanh(c) (T+1, B, H).
+    Returns G (T, B, 4H) holding the activated gates, Hs, Cs (T+1, B, H) and TC = tanh(c) in Cs's slots.
     """
-    linear, linear_add, pack = gemms(x)
+    linear, _, pack = gemms(x)
     B, H = h0.shape
-    Gx = _proj(linear, x, w_ih, b).unbind(0)                 # x_t W_ih^T + b_ih + b_hh for every t
+    G = _proj(linear, x, w_ih, b)                            # x_t W_ih^T + b_ih + b_hh for every t, (T, B, 4H)
     w_hh = pack(w_hh, B)
-    Hs, Cs = _states(x, h0, reverse), _states(x, c0, reverse)
-    TC = x.new_empty(Hs.shape)
-    Hl, Cl, TCl = Hs.unbind(0), Cs.unbind(0), TC.unbind(0)
-    gates = []
+    Hs, Cs, TC = _states(x, h0, reverse), _states(x, c0, reverse), x.new_empty(x.shape[0] + 1, B, H)
+    Hl, Cl, TCl, Gl = Hs.unbind(0), Cs.unbind(0), TC.unbind(0), G.unbind(0)
+    O, I, F, Gg = _gate_views(G, H)
     for t, rd, wr in _slots(x.shape[0], reverse):
-        y = linear_add(Hl[rd], w_hh, Gx[t])                  # pre-activations (o, i, f, 2g) of step t
-        y.sigmoid_()
-        o, i, f, g = y.view(B, 4, H).unbind(1)
-        g.mul_(2).sub_(1)                                    # g = tanh(pre_g) = 2 sigmoid(2 pre_g) - 1
-        torch.mul(f, Cl[rd], out=Cl[wr])                     # c_t = f c_{t-1} + i g
-        Cl[wr].addcmul_(i, g)
+        Gl[t].add_(linear(Hl[rd], w_hh)).sigmoid_()          # (o, i, f, sigmoid(2 pre_g)) of step t
+        Gg[t].mul_(2).sub_(1)                                # g = tanh(pre_g) = 2 sigmoid(2 pre_g) - 1
+        torch.mul(F[t], Cl[rd], out=Cl[wr])                  # c_t = f c_{t-1} + i g
+        Cl[wr].addcmul_(I[t], Gg[t])
         torch.mul(Cl[wr], 2, out=TCl[wr]).sigmoid_().mul_(2).sub_(1)   # h_t = o tanh(c_t)
-        torch.mul(TCl[wr], o, out=Hl[wr])
-        if save:
-            gates.append(y)
-    return gates, Hs, Cs, TC
+        torch.mul(TCl[wr], O[t], out=Hl[wr])
+    return G, Hs, Cs, TC
 
 
-def _lstm_bptt(gout, dh_n, dc_n, gates, Hs, Cs, TC, w_hh, reverse):
-    """Backward through time. Returns dG (T,B,4H) in (o,i,f,g) order, dh0, dc0."""
-    linear, linear_add, pack = gemms(Hs)
+def _lstm_local(dG, A, G, Cs, TC, t0, t1, reverse):
+    """Local derivatives of steps t0..t1-1 at once, written into dG[t0:t1] (o, i, f, g order) and A[:t1-t0]:
+    dG <- (tanh(c_t) o', g i', c_{t-1} f', i g'), A <- o (1 - tanh(c_t)^2); s' = s (1 - s), g' = 1 - g^2.
+    They depend on the forward only, so a block of steps takes a few large ops instead of a dozen small ones per
+    step; the step loop then scales them by dh and dc."""
+    H = G.shape[-1] // 4
+    wr = 0 if reverse else 1                                 # slot offset of c_t; c_{t-1} is at 1 - wr
+    S, P, a = G[t0:t1], dG[t0:t1], A[:t1 - t0]
+    tc, c_prev = TC[t0 + wr:t1 + wr], Cs[t0 + 1 - wr:t1 + 1 - wr]
+    one = G.new_ones(1)
+    torch.addcmul(S[..., :3 * H], S[..., :3 * H], S[..., :3 * H], value=-1, out=P[..., :3 * H])
+    torch.addcmul(one, S[..., 3 * H:], S[..., 3 * H:], value=-1, out=P[..., 3 * H:])
+    P[..., :H].mul_(tc)
+    P[..., H:2 * H].mul_(S[..., 3 * H:])
+    P[..., 2 * H:3 * H].mul_(c_prev)
+    P[..., 3 * H:].mul_(S[..., H:2 * H])
+    torch.addcmul(one, tc, tc, value=-1, out=a).mul_(S[..., :H])
+
+
+def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
+    """Backward through time. Returns dG (T,B,4H) in (o,i,f,g) order, dh0, dc0.
+
+    Per step: dh_t = dL/dh_t (output) + dG_{t+1} W_hh; dc_t = dc_{t+1} f_{t+1} + dh_t A_t;
+    dG_t = local_t * (dh_t, dc_t, dc_t, dc_t)."""
+    linear, _, pack = gemms(Hs)
     T, B, H = gout.shape
     w_hh_t = pack(w_hh.t(), B)                               # (H, 4H): a w^T = dG_t W_hh
-    dG = Hs.new_empty(T, B, 4 * H)
-    P = Hs.new_empty(B, 4 * H)                               # one step's local derivatives, (o, i, f, g)
-    Po, Pi, Pf, Pg = P.view(B, 4, H).unbind(1)
-    Psig, Pifg = P[:, :3 * H], P[:, H:].view(B, 3, H)
-    ones, tcd = Hs.new_ones(B, H), Hs.new_empty(B, H)
+    block = max(1, min(T, (1 << 19) // (B * 4 * H)))         # steps per block of local derivatives (~2 MB)
+    dG, A = Hs.new_empty(T, B, 4 * H), Hs.new_empty(block, B, H)
+    dGo, dGifg = dG[..., :H].unbind(0), dG[..., H:].view(T, B, 3, H).unbind(0)
+    F = _gate_views(G, H)[2]
     dc = dc_n.clone() if dc_n is not None else Hs.new_zeros(B, H)
-    Cl, TCl = Cs.unbind(0), TC.unbind(0)
+    order = [t for t, _, _ in _slots(T, reverse)][::-1]      # steps in the order the backward takes them
     t_next = None
-    for k, (t, rd, wr) in reversed(list(enumerate(_slots(T, reverse)))):
-        y = gates[k]
-        o, i, f, g = y.view(B, 4, H).unbind(1)
-        tc = TCl[wr]
+    for k, t in enumerate(order):
+        if k % block == 0:                                           # a new block: its steps' local derivatives
+            ts = order[k:k + block]
+            t0 = min(ts)
+            _lstm_local(dG, A, G, Cs, TC, t0, max(ts) + 1, reverse)
         if t_next is None:                                   # dh_t: from the output and from step t+1
             dh = gout[t] + dh_n if dh_n is not None else gout[t]
         else:
-            dh = linear_add(dG[t_next], w_hh_t, gout[t])
-        torch.addcmul(ones, tc, tc, value=-1, out=tcd)       # dc_t += dh o (1 - tanh^2 c_t)
-        tcd.mul_(o)
-        dc.addcmul_(tcd, dh)
-        torch.addcmul(y[:, :3 * H], y[:, :3 * H], y[:, :3 * H], value=-1, out=Psig)   # s (1 - s) for o, i, f
-        torch.addcmul(ones, g, g, value=-1, out=Pg)          # 1 - g^2
-        Po.mul_(tc)                                          # do = dh tanh(c_t) o'
-        Pi.mul_(g)                                           # di = dc g i'
-        Pf.mul_(Cl[rd])                                      # df = dc c_{t-1} f'
-        Pg.mul_(i)                                           # dg = dc i g'
-        torch.mul(Po, dh, out=dG[t, :, :H])
-        torch.mul(Pifg, dc.unsqueeze(1), out=dG[t, :, H:].view(B, 3, H))
-        dc.mul_(f)                                           # dc_{t-1} through the cell path
+            dh = linear(dG[t_next], w_hh_t).add_(gout[t])
+        dc.addcmul_(A[t - t0], dh)
+        dGo[t].mul_(dh)
+        dGifg[t].mul_(dc.unsqueeze(1))
+        dc.mul_(F[t])                                        # dc_{t-1} through the cell path
         t_next = t
     return dG, linear(dG[t_next], w_hh_t), dc
 
@@ -158,17 +172,17 @@ class _LSTMSeq(torch.autograd.Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
         w_ih_p, w_hh_p = _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0)
         b = None if b_ih is None else _perm(b_ih + b_hh, _TO_OIFG, 2.0)
-        gates, Hs, Cs, TC = _lstm_run(x, h0, c0, w_ih_p, w_hh_p, b, reverse, save=True)
+        G, Hs, Cs, TC = _lstm_run(x, h0, c0, w_ih_p, w_hh_p, b, reverse)
         ctx.reverse = reverse
-        ctx.save_for_backward(x, w_ih, w_hh, Hs, Cs, TC, *gates)
+        ctx.save_for_backward(x, w_ih, w_hh, G, Hs, Cs, TC)
         last = 0 if reverse else -1
         return _out_prev(Hs, reverse)[0], Hs[last].clone(), Cs[last].clone()
 
     @staticmethod
     def backward(ctx, gout, dh_n, dc_n):
-        x, w_ih, w_hh, Hs, Cs, TC, *gates = ctx.saved_tensors
+        x, w_ih, w_hh, G, Hs, Cs, TC = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
-        dG, dh0, dc0 = _lstm_bptt(gout, dh_n, dc_n, gates, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse)
+        dG, dh0, dc0 = _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse)
         n = ctx.needs_input_grad
         dx, *dw = _grads(gemms(x)[0], dG, dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG), n[0:1] + n[3:7])
         return (dx, dh0, dc0, *(_perm(v, _FROM_OIFG) for v in dw), None)
@@ -180,7 +194,7 @@ def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor
     if _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         return _LSTMSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
     b = None if b_ih is None else _perm(b_ih + b_hh, _TO_OIFG, 2.0)
-    _, Hs, Cs, _ = _lstm_run(x, h0, c0, _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0), b, reverse, False)
+    _, Hs, Cs, _ = _lstm_run(x, h0, c0, _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0), b, reverse)
     last = 0 if reverse else -1
     return _out_prev(Hs, reverse)[0], Hs[last], Cs[last]
 
