@@ -4,7 +4,7 @@ On CPU in float32, torch.mm goes to MKL, which on the AMD (Zen 5) machines this 
 AVX2 code at about 100 GFLOP/s per core; oneDNN, the library behind torch.nn.LSTM on CPU, runs AVX-512 there and
 reaches 150-230 GFLOP/s on the same products (docs/design.md, speed plan). torch exposes oneDNN's matmul as the
 operator `mkldnn::_linear_pointwise` (what torch.compile emits for linear layers on CPU). It returns a new tensor
-(no `out=`) and takes float32/bfloat16 only, so everything else (float64, CUDA, a build without oneDNN) takes
+(no `out=`) and is used here for float32 only, so everything else (float64, CUDA, a build without oneDNN) takes
 torch.addmm, which on CUDA is cuBLAS.
 """
 
@@ -16,11 +16,11 @@ import torch
 
 Tensor = torch.Tensor
 _ONEDNN = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+_ONEDNN_DTYPES = (torch.float32,)  # the measured and tested case; others take torch.addmm
 
 
 def use_onednn(x: Tensor) -> bool:
-    """True where oneDNN's matmul takes x: CPU tensors of float32/bfloat16 with oneDNN built and enabled."""
+    """True where the fast path uses oneDNN's matmul for x: float32 CPU tensors, oneDNN built and enabled."""
     return (_ONEDNN is not None and x.is_cpu and x.dtype in _ONEDNN_DTYPES
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 

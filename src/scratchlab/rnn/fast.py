@@ -21,6 +21,7 @@ allocated from the input (`x.new_empty`), so the same code runs on CUDA (with cu
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from scratchlab.rnn._gemm import gemms
 
@@ -186,6 +187,7 @@ class _LSTMSeq(torch.autograd.Function):
         return _out_prev(Hs, reverse)[0], Hs[last].clone(), Cs[last].clone()
 
     @staticmethod
+    @once_differentiable                                     # double backward is not supported
     def backward(ctx, gout, dh_n, dc_n):
         x, w_ih, w_hh, G, Hs, Cs, TC = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
@@ -268,6 +270,7 @@ class _GRUSeq(torch.autograd.Function):
         return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1].clone()
 
     @staticmethod
+    @once_differentiable                                     # double backward is not supported
     def backward(ctx, gout, dh_n):
         x, w_ih, w_hh, Gx, HN, Hs = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
@@ -336,6 +339,7 @@ class _RNNSeq(torch.autograd.Function):
         return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1].clone()
 
     @staticmethod
+    @once_differentiable                                     # double backward is not supported
     def backward(ctx, gout, dh_n):
         x, w_ih, w_hh, Hs = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
