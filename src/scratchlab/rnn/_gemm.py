@@ -25,32 +25,27 @@ def use_onednn(x: Tensor) -> bool:
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
-def gemms(x: Tensor, onednn: bool | None = None) -> tuple[Callable, Callable, Callable]:
-    """(linear, linear_add, pack) for x's device and dtype.
+def gemms(x: Tensor) -> tuple[Callable, Callable]:
+    """(linear, pack) for x's device and dtype.
 
-    linear(a, w, b) = a w^T + b (b may be None); linear_add(a, w, c) = a w^T + c with c of the result's shape.
-    a (M, K), w (N, K); returns a new (M, N) tensor. pack(w, M) returns w in the layout the kernel reads
-    fastest for M-row products (oneDNN's blocked weight layout: 10-15% faster per step), or w itself.
+    linear(a, w, b) = a w^T + b (b may be None), a (M, K), w (N, K): a new (M, N) tensor. pack(w, M) returns w in
+    the layout the kernel reads fastest for M-row products (oneDNN's blocked weight layout: 10-15% faster per step
+    product), or w itself. The callers add a step's input projection with a separate `add_`: measured faster than
+    oneDNN's fused "add" variant (`_linear_pointwise.binary`).
     """
-    if use_onednn(x) if onednn is None else onednn:
+    if use_onednn(x):
         plain = _ONEDNN.default
-
-        def pack(w, m):
-            return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), m)
 
         def linear(a, w, b=None):
             return plain(a, w, b, "none", [], "")
 
-        def linear_add(a, w, c):                             # measured faster than oneDNN's fused "add" variant
-            return plain(a, w, None, "none", [], "").add_(c)
-        return linear, linear_add, pack
+        def pack(w, m):
+            return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), m)
+        return linear, pack
 
     def linear(a, w, b=None):
         return torch.mm(a, w.t()) if b is None else torch.addmm(b, a, w.t())
 
-    def linear_add(a, w, c):
-        return torch.addmm(c, a, w.t())
-
     def pack(w, m):
         return w
-    return linear, linear_add, pack
+    return linear, pack

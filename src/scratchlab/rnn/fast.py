@@ -4,8 +4,8 @@ The cell math is that of `rnn/functional.py` (the readable path; tests prove the
 torch.nn's layers); what differs is how the work is laid out for the machine (docs/design.md, speed plan):
 
 * the input projection of every step is one GEMM with the biases folded in, `G = X W_ih^T + b`, (T*B, G*H);
-* each step is one GEMM that also adds the step's slice of G (`_gemm.gemms`: oneDNN on CPU), followed by the
-  activations in place on slices of that step's gates; states go into a preallocated (T+1, B, H) buffer;
+* each step is one GEMM (`_gemm.gemms`: oneDNN on CPU) added into the step's slice of G, then the activations
+  in place on slices of it; states go into a preallocated (T+1, B, H) buffer;
 * the backward is written by hand (`torch.autograd.Function`) and saves the activated gates instead of a
   per-step graph: per step one GEMM, `dh_{t-1} = dG_t W_hh + dL/dh_{t-1}`, plus pointwise work into a
   preallocated dG (T, B, G*H); after the loop the gradients of all steps are one GEMM each:
@@ -106,7 +106,7 @@ def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse):
 
     Returns G (T, B, 4H) holding the activated gates, Hs, Cs (T+1, B, H) and TC = tanh(c) in Cs's slots.
     """
-    linear, _, pack = gemms(x)
+    linear, pack = gemms(x)
     B, H = h0.shape
     G = _proj(linear, x, w_ih, b)                            # x_t W_ih^T + b_ih + b_hh for every t, (T, B, 4H)
     w_hh = pack(w_hh, B)
@@ -148,7 +148,7 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
 
     Per step: dh_t = dL/dh_t (output) + dG_{t+1} W_hh; dc_t = dc_{t+1} f_{t+1} + dh_t A_t;
     dG_t = local_t * (dh_t, dc_t, dc_t, dc_t)."""
-    linear, _, pack = gemms(Hs)
+    linear, pack = gemms(Hs)
     T, B, H = gout.shape
     w_hh_t = pack(w_hh.t(), B)                               # (H, 4H): a w^T = dG_t W_hh
     block = max(1, min(T, (1 << 19) // (B * 4 * H)))         # steps per block of local derivatives (~2 MB)
@@ -159,7 +159,7 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
     order = [t for t, _, _ in _slots(T, reverse)][::-1]      # steps in the order the backward takes them
     t_next = None
     for k, t in enumerate(order):
-        if k % block == 0:                                           # a new block: its steps' local derivatives
+        if k % block == 0:                                   # a new block: its steps' local derivatives
             ts = order[k:k + block]
             t0 = min(ts)
             _lstm_local(dG, A, G, Cs, TC, t0, max(ts) + 1, reverse)
@@ -214,7 +214,7 @@ def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor
 def _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
     """Forward of all steps. Returns Gx (T, B, 3H) holding activated (r, z, n), HN (T, B, H) = W_hn h + b_hn of
     every step (what dr needs; keeping it alone rather than the whole hidden product saves 2H per step), Hs."""
-    linear, _, pack = gemms(x)
+    linear, pack = gemms(x)
     B, H = h0.shape
     Gx = _proj(linear, x, w_ih, b_ih)                        # x_t W_ih^T + b_ih for every t
     w_hh = pack(w_hh, B)
@@ -234,7 +234,7 @@ def _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
 def _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, reverse):
     """Backward through time. Returns dGx, dGh (T, B, 3H) (gradients of the input- and hidden-side
     pre-activations; they differ in the n block: dGh_n = dGx_n r) and dh0."""
-    linear, _, pack = gemms(Hs)
+    linear, pack = gemms(Hs)
     T, B, H = gout.shape
     w_hh_t = pack(w_hh.t(), B)                               # (H, 3H)
     dGx, dGh = Hs.new_empty(T, B, 3 * H), Hs.new_empty(T, B, 3 * H)
@@ -293,7 +293,7 @@ def gru_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
 def _rnn_run(x, h0, w_ih, w_hh, b, relu, reverse):
     """Forward of all steps, straight into the state buffer Hs. For tanh, the weights come scaled by 2
     (tanh(a) = 2 sigmoid(2a) - 1, see the LSTM note)."""
-    linear, _, pack = gemms(x)
+    linear, pack = gemms(x)
     P = _proj(linear, x, w_ih, b).unbind(0)                  # x_t W_ih^T + b_ih + b_hh for every t
     w_hh = pack(w_hh, h0.shape[0])
     Hs = _states(x, h0, reverse)
@@ -310,7 +310,7 @@ def _rnn_run(x, h0, w_ih, w_hh, b, relu, reverse):
 
 def _rnn_bptt(gout, dh_n, Hs, w_hh, relu, reverse):
     """Backward through time. Returns dP (T, B, H), the gradient of the pre-activations, and dh0."""
-    linear, _, pack = gemms(Hs)
+    linear, pack = gemms(Hs)
     T, B, H = gout.shape
     w_hh_t = pack(w_hh.t(), B)
     dP = Hs.new_empty(T, B, H)
