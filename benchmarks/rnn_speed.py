@@ -66,6 +66,14 @@ def matmul_peak(clock, device: str) -> dict[str, float]:
     return peak
 
 
+def cpu_model() -> str:
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        return "unknown CPU"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -148,7 +156,8 @@ def main() -> None:
             "ours / torch.\n\n"
             + markdown_table(["layer", "shape", "pass", "ours ms", f"{ref} ms", "ratio (median)", "ratio range",
                               "ours % peak", f"{ref} % peak", "saved mem ratio"], rows)
-            + f"\n\nLoad average when it finished: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.")
+            + f"\n\nCPU: {cpu_model()}. Load average when it finished: {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores (shared machine: absolute times are inflated, the ratios are the numbers).")
     print(body)
     if not args.no_write and not args.quick:
         tuned = "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 " \
