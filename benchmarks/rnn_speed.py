@@ -28,6 +28,7 @@ import torch
 
 from common import compare, markdown_table, write_section
 from scratchlab import rnn
+from scratchlab.rnn import fast
 
 SHAPES = {"a": (128, 20, 10, 128), "b": (64, 400, 128, 128), "c": (64, 100, 256, 512)}
 CASES = [("a", {}), ("b", {}), ("c", {}), ("b", {"num_layers": 2}), ("b", {"bidirectional": True})]
@@ -79,19 +80,6 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def saved_bytes(module, x) -> int:
-    """Bytes of the distinct storages autograd saves for backward, less the parameters and the input."""
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x)
-    skip = {p.untyped_storage().data_ptr() for p in module.parameters()} | {x.untyped_storage().data_ptr()}
-    return sum(v for k, v in seen.items() if k not in skip)
-
-
 def runner(module, x, train: bool, device: str):
     def fwd_bwd():
         for p in module.parameters():
@@ -133,7 +121,7 @@ def main() -> None:
             ours = getattr(rnn, name)(I, H, **kw).to(args.device)
             ours.load_state_dict(theirs.state_dict())
             x = torch.randn(T, B, I, device=args.device)
-            mem = saved_bytes(ours, x) / saved_bytes(theirs, x)
+            mem = fast.saved_bytes(ours, x) / fast.saved_bytes(theirs, x)
             label = shape_name + "".join(f", {k}={v}" for k, v in kw.items())
             for train in (True, False):
                 r = compare(runner(ours, x, train, args.device), runner(theirs, x, train, args.device),

@@ -175,3 +175,14 @@ def test_cuda_equals_cpu(name):
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, atol=1e-10, rtol=0)
     for p, q in zip(cpu.parameters(), gpu.parameters(), strict=True):
         torch.testing.assert_close(q.grad.cpu(), p.grad, atol=1e-10, rtol=0)
+
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_saves_no_more_for_backward_than_torch(name):
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, name)(8, 16, num_layers=2, bidirectional=True)
+    mine = getattr(rnn, name)(8, 16, num_layers=2, bidirectional=True)
+    mine.load_state_dict(theirs.state_dict())
+    x = torch.randn(30, 4, 8)
+    assert fast.saved_bytes(mine, x) <= fast.saved_bytes(theirs, x)

@@ -364,6 +364,20 @@ def rnn_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1]
 
 
+def saved_bytes(module: torch.nn.Module, x: Tensor) -> int:
+    """Bytes of the distinct storages autograd saves for backward in module(x), less the parameters and the input:
+    how tests and benchmarks check that this path keeps no more activations than torch.nn's layers."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    skip = {p.untyped_storage().data_ptr() for p in module.parameters()} | {x.untyped_storage().data_ptr()}
+    return sum(v for k, v in seen.items() if k not in skip)
+
+
 # ------------------------------------------------------------------------------ the layers' per-direction seam
 # layers.DIRECTIONS' signature: fn(x (L, N, I), state, weights, reverse, nonlinearity) -> (outputs, final state).
 def _lstm_seam(x, state, weights, reverse, nonlinearity):
