@@ -186,3 +186,17 @@ def test_saves_no_more_for_backward_than_torch(name):
     mine.load_state_dict(theirs.state_dict())
     x = torch.randn(30, 4, 8)
     assert fast.saved_bytes(mine, x) <= fast.saved_bytes(theirs, x)
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_expanded_output_gradient(name):
+    """out.sum().backward() hands the Function a stride-0 (expanded) gradient; it is read as is."""
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, name)(I, H, dtype=torch.float64)
+    mine = getattr(rnn, name)(I, H, dtype=torch.float64)
+    mine.load_state_dict(theirs.state_dict())
+    x = torch.randn(L, N, I, dtype=torch.float64)
+    for m in (mine, theirs):
+        m(x)[0].sum().backward()
+    for p, q in zip(mine.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-10, rtol=0)

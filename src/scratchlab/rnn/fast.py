@@ -190,7 +190,7 @@ class _LSTMSeq(torch.autograd.Function):
     @once_differentiable                                     # double backward is not supported
     def backward(ctx, gout, dh_n, dc_n):
         x, w_ih, w_hh, G, Hs, Cs, TC = ctx.saved_tensors
-        gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
+        gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout
         dG, dh0, dc0 = _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse)
         n = ctx.needs_input_grad
         dx, *dw = _grads(gemms(x)[0], dG, dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG), n[0:1] + n[3:7])
@@ -273,7 +273,7 @@ class _GRUSeq(torch.autograd.Function):
     @once_differentiable                                     # double backward is not supported
     def backward(ctx, gout, dh_n):
         x, w_ih, w_hh, Gx, HN, Hs = ctx.saved_tensors
-        gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
+        gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout
         dGx, dGh, dh0 = _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, ctx.reverse)
         n = ctx.needs_input_grad
         dx, *dw = _grads(gemms(x)[0], dGx, dGh, x, _out_prev(Hs, ctx.reverse)[1], w_ih, n[0:1] + n[2:6])
@@ -342,7 +342,7 @@ class _RNNSeq(torch.autograd.Function):
     @once_differentiable                                     # double backward is not supported
     def backward(ctx, gout, dh_n):
         x, w_ih, w_hh, Hs = ctx.saved_tensors
-        gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout.contiguous()
+        gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout
         dP, dh0 = _rnn_bptt(gout, dh_n, Hs, w_hh, ctx.relu, ctx.reverse)
         n = ctx.needs_input_grad
         dx, *dw = _grads(gemms(x)[0], dP, dP, x, _out_prev(Hs, ctx.reverse)[1], w_ih, n[0:1] + n[2:6])
