@@ -99,9 +99,8 @@ class _RNNBase(nn.Module):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, impl: str = "fast") -> None:
         super().__init__()
-        if impl not in IMPLS:
-            raise ValueError(f"{self.mode}: impl must be one of {sorted(IMPLS)}, got {impl!r}")
         self.impl = impl
+        self._directions()  # fails now, not at the first forward, on an unknown impl
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
             raise ValueError(f"{self.mode}: dropout must be a number in [0, 1], got {dropout!r}")
         if dropout > 0 and num_layers == 1:
@@ -126,6 +125,12 @@ class _RNNBase(nn.Module):
                     setattr(self, f"bias_hh_l{k}{suffix}", nn.Parameter(torch.empty(g, **kw)))
         self.reset_parameters()
 
+    def _directions(self) -> Callable[..., tuple[Tensor, State]]:
+        """The per-direction function this layer runs, from `impl` (which may be reassigned on the module)."""
+        if self.impl not in IMPLS:
+            raise ValueError(f"{self.mode}: impl must be one of {sorted(IMPLS)}, got {self.impl!r}")
+        return IMPLS[self.impl][self.mode]
+
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
 
@@ -145,7 +150,7 @@ class _RNNBase(nn.Module):
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False)):
+                              ("bidirectional", False), ("impl", "fast")):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
         return s
@@ -192,9 +197,7 @@ class _RNNBase(nn.Module):
             x = input.transpose(0, 1) if self.batch_first else input
         states = self._check_states(hx, batched, x.size(1), x)
 
-        if self.impl not in IMPLS:
-            raise ValueError(f"{self.mode}: impl must be one of {sorted(IMPLS)}, got {self.impl!r}")
-        run = IMPLS[self.impl][self.mode]
+        run = self._directions()
         finals: list[State] = []
         for k in range(self.num_layers):
             outs = []
