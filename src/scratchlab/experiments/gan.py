@@ -60,7 +60,7 @@ class GANConfig:
     latent: int = 100
     n_train: int = 0            # 0: the whole train split
     classifier: Literal["mlp", "cnn"] = "mlp"
-    classifier_epochs: int = 0  # 0: the default budget (classifier.DEFAULT_EPOCHS)
+    classifier_epochs: int = 0  # 0: the default budget (classifier.RECIPES)
     classifier_n_train: int = 0  # 0: the whole train split
     n_eval: int = 3000          # samples judged at the end
     eval_every: int = 500       # KL / Frechet curves on `eval_samples` samples

@@ -118,10 +118,12 @@ def features(model: Classifier, images: Any, batch_size: int = 1000) -> np.ndarr
 
 
 def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, batch_size: int = 128,
-                     lr: float = 1e-3, seed: int = 0, device: torch.device | None = None, n_classes: int = 10,
+                     lr: float = 1e-3, optimizer: Literal["adam", "sgd"] = "adam", seed: int = 0,
+                     device: torch.device | None = None, n_classes: int = 10,
                      test: tuple[Any, Any] | None = None, flip: bool = False,
                      label_smoothing: float = 0.0) -> tuple[Classifier, dict[str, Any]]:
-    """Adam with a cosine learning-rate decay to zero over `epochs`; returns (model in eval mode, info).
+    """Adam or SGD with momentum 0.9, the learning rate decaying to zero over `epochs` (cosine);
+    returns (model in eval mode, info).
 
     `flip` mirrors a random half of each batch left-right (an augmentation for clothes, wrong for digits).
     Runs under its own seeded RNG (`fork_rng`), so training or loading a cached classifier leaves the caller's
@@ -138,7 +140,8 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
         if device is not None:
             model.to(device)
         dev = _device_of(model)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9) if optimizer == "sgd"
+               else torch.optim.Adam(model.parameters(), lr=lr))
         steps_per_epoch = math.ceil(len(x) / batch_size)
         total = epochs * steps_per_epoch
         # Cosine decay: the last epochs take small steps, which is worth ~1 point of test accuracy here.
@@ -159,17 +162,18 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
                 sched.step()
     model.eval()
     info: dict[str, Any] = {**model.spec, "epochs": epochs, "n_train": len(x), "seed": seed, "flip": flip,
-                            "label_smoothing": label_smoothing,
+                            "optimizer": optimizer, "lr": lr, "label_smoothing": label_smoothing,
                             "train_seconds": round(time.perf_counter() - t0, 1), "final_batch_loss": loss.item()}
     if test is not None:
         info["test_accuracy"] = evaluate(model, *test)
     return model, info
 
 
-DEFAULT_EPOCHS = {"mlp": 30, "cnn": 8}
+# The MLP generalises better with SGD + momentum than with Adam here (89.5% with Adam at 15-30 epochs).
+RECIPES = {"mlp": {"epochs": 20, "optimizer": "sgd", "lr": 0.05}, "cnn": {"epochs": 8, "optimizer": "adam", "lr": 1e-3}}
 FLIP_DATASETS = {"fashion-mnist"}  # left-right mirroring keeps a garment's class; it would not keep a digit's
 # Per architecture; bump when an architecture or its recipe changes: old cached files are then not used.
-CACHE_VERSION = {"mlp": 2, "cnn": 3}
+CACHE_VERSION = {"mlp": 3, "cnn": 3}
 
 
 def cache_path(dataset: str, arch: Arch, seed: int, epochs: int, n_train: int | None) -> Any:
@@ -190,7 +194,8 @@ def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None
     from scratchlab.data import registry
     from scratchlab.train import checkpoint
 
-    epochs = DEFAULT_EPOCHS[arch] if epochs is None else epochs
+    recipe = {**RECIPES[arch], **({} if epochs is None else {"epochs": epochs})}
+    epochs = recipe["epochs"]
     path = cache_path(dataset, arch, seed, epochs, n_train)
     if path.exists():
         payload = checkpoint.load(path)
@@ -202,7 +207,7 @@ def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None
         return model.eval(), {**spec, "cached": str(path)}
     train, test = registry.load(dataset, "train"), registry.load(dataset, "test")
     x, y = train.images[:n_train], train.labels[:n_train]
-    model, info = train_classifier(x, y, arch, epochs=epochs, seed=seed, device=device, flip=dataset in FLIP_DATASETS,
+    model, info = train_classifier(x, y, arch, **recipe, seed=seed, device=device, flip=dataset in FLIP_DATASETS,
                                    n_classes=len(train.classes), test=(test.images, test.labels))
     info["source"] = train.source
     path.parent.mkdir(parents=True, exist_ok=True)
