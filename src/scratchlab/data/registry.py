@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from scratchlab.data import cifar
+from scratchlab.data import svhn as svhn_format
+from scratchlab.data import synthdigits as synth
 from scratchlab.data.download import cache_dir, download
 from scratchlab.data.idx import FormatError, read_idx
 
@@ -219,3 +221,28 @@ from scratchlab.data import imdb as _imdb  # noqa: E402  (imdb does not import t
 
 register("imdb", "IMDB movie reviews (Maas et al. 2011), 25k/25k, official aclImdb_v1.tar.gz (download, 84 MB)")(
     _imdb.load_split)
+# ---------------------------------------------------------------- SVHN and its synthetic stand-in
+
+def svhn_remotes() -> list[Remote]:
+    return [Remote(name, url, sha) for name, (url, sha, _) in svhn_format.OFFICIAL.items()]
+
+
+@register("svhn", "Street View House Numbers (cropped digits), 73257/26032 32x32 RGB (download, official .mat)")
+def svhn(split: str = "train", allow_download: bool = True) -> ImageSet:
+    (path,), where = find_files("svhn", [svhn_format.FILES[split]], [], svhn_remotes(), allow_download)
+    images, labels = svhn_format.read_svhn_mat(path)
+    return ImageSet(images, labels, DIGITS, f"svhn ({split}, {len(labels)} digits) from {where}")
+
+
+SYNTH_SIZES = {"train": 10000, "test": 2000}
+SYNTH_SEEDS = {"train": 0, "test": 1}  # distinct seeds: no test image repeats a training image's draws
+
+
+@register("synthdigits", "SYNTHETIC SVHN-like 32x32 RGB digits rendered from system fonts (offline stand-in "
+          "for SVHN; 10000/2000)", offline=True)
+def synthdigits(split: str = "train", allow_download: bool = True, n: int | None = None) -> ImageSet:
+    n = SYNTH_SIZES[split] if n is None else n
+    images, labels, path = synth.load_cached(n, SYNTH_SEEDS[split])
+    return ImageSet(images, labels, DIGITS,
+                    f"synthdigits ({split}, {n} digits): SYNTHETIC, rendered from system fonts "
+                    f"(seed {SYNTH_SEEDS[split]}), not real SVHN; cached at {path}")
