@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from scratchlab.rnn._gemm import gemms
+from scratchlab.rnn import _cext
+from scratchlab.rnn._gemm import gemms, use_onednn
 
 Tensor = torch.Tensor
 
@@ -101,6 +102,11 @@ def _gate_views(G: Tensor, H: int) -> tuple[list[Tensor], ...]:
     return tuple(G[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
 
 
+def _compiled(x: Tensor):
+    """The compiled step loops (csrc/lstm.cpp via _cext) where they apply to x (CPU, float32/64), else None."""
+    return _cext.ops() if x.is_cpu and x.dtype in (torch.float32, torch.float64) else None
+
+
 def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse):
     """Forward of all steps, weights in (o,i,f,g) order with g scaled by 2.
 
@@ -111,6 +117,10 @@ def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse):
     G = _proj(linear, x, w_ih, b)                            # x_t W_ih^T + b_ih + b_hh for every t, (T, B, 4H)
     w_hh = pack(w_hh, B)
     Hs, Cs, TC = _states(x, h0, reverse), _states(x, c0, reverse), x.new_empty(x.shape[0] + 1, B, H)
+    ops = _compiled(x)
+    if ops is not None:                                      # the same steps, each one product + one fused loop
+        ops.forward(G, Hs, Cs, TC, w_hh, reverse, use_onednn(x))
+        return G, Hs, Cs, TC
     one, two = _constants(x)
     Hl, Cl, TCl, Gl = Hs.unbind(0), Cs.unbind(0), TC.unbind(0), G.unbind(0)
     O, I, F, Gg = _gate_views(G, H)
@@ -151,6 +161,16 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
     linear, pack = gemms(Hs)
     T, B, H = gout.shape
     w_hh_t = pack(w_hh.t(), B)                               # (H, 4H): a w^T = dG_t W_hh
+    ops = _compiled(Hs)
+    if ops is not None:                                      # the same steps, each one product + one fused loop
+        last = 0 if reverse else T - 1
+        gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
+        if dh_n is not None:
+            gout[last] += dh_n
+        dc = dc_n.clone(memory_format=torch.contiguous_format) if dc_n is not None else Hs.new_zeros(B, H)
+        dG = Hs.new_empty(T, B, 4 * H)
+        dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, reverse, use_onednn(Hs))
+        return dG, dh0, dc
     block = max(1, min(T, (1 << 19) // (B * 4 * H)))         # steps per block of local derivatives (~2 MB)
     dG, A = Hs.new_empty(T, B, 4 * H), Hs.new_empty(block, B, H)
     dGo, dGifg = dG[..., :H].unbind(0), dG[..., H:].view(T, B, 3, H).unbind(0)
