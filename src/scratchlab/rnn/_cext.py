@@ -7,10 +7,11 @@ compute the same thing. The build lands in torch's extension cache (TORCH_EXTENS
 ~/.cache/torch_extensions) and is reused while the source and flags are unchanged; `make setup` runs
 `_cext.main()` so that no run pays the compile (about half a minute).
 
-Flags: -O3 with -ffast-math (and -fopenmp-simd for the loops' `omp simd`) lets gcc vectorise the fused gate loops,
-turning exp into glibc's vector exp (libmvec, within 4 ulp; gcc uses it only under -ffast-math, so the source caps
-exp's argument instead of relying on inf); -march=native because the cache belongs to the machine that built it.
--ffast-math is given to the compile step only, so the link does not add crtfastmath (flush-to-zero for the process).
+Flags: -O3 -ffast-math (with -fopenmp-simd for the loops' `omp simd`) lets gcc vectorise the fused gate loops and
+their inline exp (14.5 -> 11.8 us per step at batch 64, hidden 128, against the strict IEEE flags);
+-fno-finite-math-only keeps NaN and inf propagating as in torch (a NaN input gives NaN outputs, which is what the
+training loop's NaN guard looks for); -march=native because the cache belongs to the machine that built it.
+-ffast-math goes to the compile step only, so the link does not add crtfastmath (flush-to-zero for the process).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "lstm.cpp"
-CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"]
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp-simd"]
 _state: dict[str, object] = {}
 
 
@@ -31,8 +32,8 @@ def build(verbose: bool = False):
     """Compile (or find in the cache) and load the extension; raises on failure."""
     from torch.utils import cpp_extension
 
-    cpp_extension.load("scratchlab_lstm", [str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-lmvec"],
-                       is_python_module=False, verbose=verbose)
+    cpp_extension.load("scratchlab_lstm", [str(SOURCE)], extra_cflags=CFLAGS, is_python_module=False,
+                       verbose=verbose)
     return torch.ops.scratchlab_lstm
 
 

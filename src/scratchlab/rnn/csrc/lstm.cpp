@@ -37,8 +37,9 @@ Tensor linear(const Tensor& a, const Tensor& w, bool onednn) {
 
 // exp(x) = 2^n e^r with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2]; e^r by its Taylor series to
 // degree 7 (float: truncation error 5e-9, below float's 6e-8 rounding) or 13 (double: 4e-18), 2^n from the bits.
-// Written out rather than calling std::exp so that gcc vectorises it inline (glibc's vector exp is ~5x slower
-// here). x is clamped to the range where 2^n stays a normal number.
+// Written out rather than calling std::exp: gcc vectorises this inline, while it vectorises std::exp (into glibc's
+// libmvec) only when NaN and inf are assumed away, and even then a step took 14.6 us against 11.7 with this.
+// x is clamped to the range where 2^n stays a normal number (a NaN stays NaN).
 template <typename T>
 inline T fast_exp(T x) {
   using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
@@ -50,7 +51,7 @@ inline T fast_exp(T x) {
   const T n = std::floor(x * T(1.44269504088896340736) + T(0.5));
   const T r = (x - n * ln2_hi) - n * ln2_lo;
   T p = T(1);
-  for (int k = degree; k >= 1; --k) p = T(1) + p * r / T(k);  // Horner: 1 + r (1 + r/2 (1 + r/3 (...)))
+  for (int k = degree; k >= 1; --k) p = T(1) + p * r * (T(1) / T(k));  // Horner: 1 + r (1 + r/2 (1 + r/3 (...)))
   return p * std::bit_cast<T>(static_cast<I>(static_cast<I>(n) + bias) << mantissa);
 }
 
