@@ -50,17 +50,21 @@ def _proj(linear, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return linear(x.reshape(-1, x.shape[-1]), w, b).view(x.shape[0], x.shape[1], w.shape[0])
 
 
-def _grads(linear, dGx: Tensor, dGh: Tensor, x: Tensor, h_prev: Tensor, w_ih: Tensor, need) -> list:
+def _grads(linear, dGx: Tensor, dGh: Tensor, x: Tensor, h_prev: Tensor, w_ih: Tensor, need,
+           db: Tensor | None = None) -> list:
     """Gradients of all steps at once: dX = dGx W_ih, dW_ih = dGx^T X, dW_hh = dGh^T H_prev, db_ih, db_hh.
 
     dGx (T, B, G*H) is the gradient of the input-side pre-activations, dGh that of the hidden-side ones (the
-    same tensor except for GRU's n gate); need says which of (x, w_ih, w_hh, b_ih, b_hh) want a gradient.
+    same tensor except for GRU's n gate); need says which of (x, w_ih, w_hh, b_ih, b_hh) want a gradient. db, when
+    given, is the bias gradient already summed (dGh is dGx then).
     """
     dGx2, dGh2 = dGx.reshape(-1, dGx.shape[-1]), dGh.reshape(-1, dGh.shape[-1])
 
     def wgrad(dG2, a):                                       # dG^T A (G*H, K), as (A^T dG)^T: oneDNN's faster form
         return linear(a.reshape(-1, a.shape[-1]).t(), dG2.t()).t()
-    db_ih = dGx2.sum(0) if need[3] or (need[4] and dGh is dGx) else None
+    if db is None:
+        db = dGx2.sum(0) if need[3] or (need[4] and dGh is dGx) else None
+    db_ih = db
     return [linear(dGx2, w_ih.t().contiguous()).view(x.shape) if need[0] else None,
             wgrad(dGx2, x) if need[1] else None,
             wgrad(dGh2, h_prev) if need[2] else None,
@@ -153,8 +157,9 @@ def _lstm_local(dG, A, G, Cs, TC, t0, t1, reverse):
     torch.addcmul(one, tc, tc, value=-1, out=a).mul_(S[..., :H])
 
 
-def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
-    """Backward through time. Returns dG (T,B,4H) in (o,i,f,g) order, dh0, dc0.
+def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False):
+    """Backward through time. Returns dG (T,B,4H) in (o,i,f,g) order, dh0, dc0 and the bias gradient summed over
+    all steps (4H,) when the compiled loops made it on the way (asked by need_db), else None.
 
     Per step: dh_t = dL/dh_t (output) + dG_{t+1} W_hh; dc_t = dc_{t+1} f_{t+1} + dh_t A_t;
     dG_t = local_t * (dh_t, dc_t, dc_t, dc_t)."""
@@ -168,9 +173,9 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
         if dh_n is not None:
             gout[last] += dh_n
         dc = dc_n.clone(memory_format=torch.contiguous_format) if dc_n is not None else Hs.new_zeros(B, H)
-        dG = Hs.new_empty(T, B, 4 * H)
-        dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, reverse, use_onednn(Hs))
-        return dG, dh0, dc
+        dG, db = Hs.new_empty(T, B, 4 * H), Hs.new_zeros(4 * H if need_db else 0, dtype=torch.float64)
+        dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, use_onednn(Hs))
+        return dG, dh0, dc, (db.to(Hs.dtype) if need_db else None)
     block = max(1, min(T, (1 << 19) // (B * 4 * H)))         # steps per block of local derivatives (~2 MB)
     dG, A = Hs.new_empty(T, B, 4 * H), Hs.new_empty(block, B, H)
     dGo, dGifg = dG[..., :H].unbind(0), dG[..., H:].view(T, B, 3, H).unbind(0)
@@ -192,7 +197,7 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
         dGifg[t].mul_(dc.unsqueeze(1))
         dc.mul_(F[t])                                        # dc_{t-1} through the cell path
         t_next = t
-    return dG, linear(dG[t_next], w_hh_t), dc
+    return dG, linear(dG[t_next], w_hh_t), dc, None
 
 
 class _LSTMSeq(torch.autograd.Function):
@@ -211,9 +216,11 @@ class _LSTMSeq(torch.autograd.Function):
     def backward(ctx, gout, dh_n, dc_n):
         x, w_ih, w_hh, G, Hs, Cs, TC = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout
-        dG, dh0, dc0 = _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse)
         n = ctx.needs_input_grad
-        dx, *dw = _grads(gemms(x)[0], dG, dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG), n[0:1] + n[3:7])
+        dG, dh0, dc0, db = _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse,
+                                      need_db=n[5] or n[6])
+        dx, *dw = _grads(gemms(x)[0], dG, dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG), n[0:1] + n[3:7],
+                         db)
         return (dx, dh0, dc0, *(_perm(v, _FROM_OIFG) for v in dw), None)
 
 

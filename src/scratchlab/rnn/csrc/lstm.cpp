@@ -85,10 +85,11 @@ void forward_step(T* g, const T* y, const T* c0, T* c1, T* tc, T* h, int64_t B, 
 
 // One backward step. g: the step's activated gates, go: dL/dh_t from the output, y: dG_{t+1} W_hh (zeros for
 // the last step), dc: dL/dc_t on entry (the cell path from step t+1), dL/dc_{t-1} through the cell path on exit;
-// writes dG_t, the gradient of the (unscaled) pre-activations.
+// writes dG_t, the gradient of the (unscaled) pre-activations, and adds its column sums to dbias (4H, in double,
+// when not null): the bias gradient sum_t sum_b dG_t, taken while dG_t is in cache rather than in a pass over dG.
 template <typename T>
-void backward_step(const T* g, const T* go, const T* y, T* dc, const T* c0, const T* tc, T* dg, int64_t B,
-                   int64_t H) {
+void backward_step(const T* g, const T* go, const T* y, T* dc, const T* c0, const T* tc, T* dg, double* dbias,
+                   int64_t B, int64_t H) {
   for (int64_t b = 0; b < B; ++b) {
     const T* gb = g + b * 4 * H;
     T* db = dg + b * 4 * H;
@@ -106,6 +107,10 @@ void backward_step(const T* g, const T* go, const T* y, T* dc, const T* c0, cons
       db[3 * H + j] = c * i * (T(1) - gg * gg);
       // dc_{t-1} = dc_t f
       dc[s + j] = c * f;
+    }
+    if (dbias) {
+#pragma omp simd
+      for (int64_t j = 0; j < 4 * H; ++j) dbias[j] += db[j];
     }
   }
 }
@@ -133,9 +138,10 @@ void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bo
 }
 
 // Backward through time. gout (T, B, H) contiguous with dL/dh_n already added to the last step's slice, dc (B, H)
-// = dL/dc_n (becomes dL/dc0), w_t the packed W_hh^T; fills dG (T, B, 4H) and returns dL/dh0 = dG_0 W_hh.
+// = dL/dc_n (becomes dL/dc0), w_t the packed W_hh^T; fills dG (T, B, 4H), adds sum_t,b dG to db (float64 (4H,),
+// or empty to skip) and returns dL/dh0 = dG_0 W_hh.
 Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tensor& Cs, const Tensor& TC,
-                     const Tensor& w_t, Tensor dG, bool reverse, bool onednn) {
+                     const Tensor& w_t, Tensor dG, Tensor db, bool reverse, bool onednn) {
   const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
   TORCH_CHECK(gout.is_contiguous() && dc.is_contiguous() && dG.is_contiguous() && G.is_contiguous() &&
               Cs.is_contiguous() && TC.is_contiguous(), "lstm_backward: tensors must be contiguous");
@@ -143,11 +149,14 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
     const scalar_t *g = G.data_ptr<scalar_t>(), *go = gout.data_ptr<scalar_t>(), *c = Cs.data_ptr<scalar_t>(),
                    *tc = TC.data_ptr<scalar_t>();
     scalar_t *d = dG.data_ptr<scalar_t>(), *dcp = dc.data_ptr<scalar_t>();
+    TORCH_CHECK(db.numel() == 0 || (db.numel() == 4 * H && db.scalar_type() == at::kDouble && db.is_contiguous()),
+                "lstm_backward: db must be empty or a contiguous float64 (4H,) tensor");
+    double* dbias = db.numel() ? db.data_ptr<double>() : nullptr;
     Tensor y = at::zeros_like(dc);                                   // nothing flows in from after the last step
     for (int64_t k = T - 1; k >= 0; --k) {
       const Slot s = slot(k, T, reverse);
       backward_step<scalar_t>(g + s.t * 4 * n, go + s.t * n, y.data_ptr<scalar_t>(), dcp, c + s.rd * n,
-                              tc + s.wr * n, d + s.t * 4 * n, B, H);
+                              tc + s.wr * n, d + s.t * 4 * n, dbias, B, H);
       y = linear(dG[s.t], w_t, onednn).contiguous();                 // dG_t W_hh, (B, H)
     }
     return y;
@@ -160,5 +169,5 @@ TORCH_LIBRARY(scratchlab_lstm, m) {
   m.def("forward(Tensor(a!) G, Tensor(b!) Hs, Tensor(c!) Cs, Tensor(d!) TC, Tensor w, bool reverse, bool onednn)"
         " -> ()", &lstm_forward);
   m.def("backward(Tensor gout, Tensor(a!) dc, Tensor G, Tensor Cs, Tensor TC, Tensor w_t, Tensor(b!) dG,"
-        " bool reverse, bool onednn) -> Tensor", &lstm_backward);
+        " Tensor(c!) db, bool reverse, bool onednn) -> Tensor", &lstm_backward);
 }
