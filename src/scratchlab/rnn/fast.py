@@ -111,10 +111,11 @@ def _compiled(x: Tensor):
     return _cext.ops() if x.is_cpu and x.dtype in (torch.float32, torch.float64) else None
 
 
-def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse):
+def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse, keep=True):
     """Forward of all steps, weights in (o,i,f,g) order with g scaled by 2.
 
-    Returns G (T, B, 4H) holding the activated gates, Hs, Cs (T+1, B, H) and TC = tanh(c) in Cs's slots.
+    Returns G (T, B, 4H) holding the activated gates, Hs, Cs (T+1, B, H) and TC = tanh(c) in Cs's slots; with
+    keep=False (no backward to follow) G and TC may be left unfinished.
     """
     linear, pack = gemms(x)
     B, H = h0.shape
@@ -123,7 +124,7 @@ def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse):
     Hs, Cs, TC = _states(x, h0, reverse), _states(x, c0, reverse), x.new_empty(x.shape[0] + 1, B, H)
     ops = _compiled(x)
     if ops is not None:                                      # the same steps, each one product + one fused loop
-        ops.forward(G, Hs, Cs, TC, w_hh, reverse, use_onednn(x))
+        ops.forward(G, Hs, Cs, TC, w_hh, reverse, use_onednn(x), keep)
         return G, Hs, Cs, TC
     one, two = _constants(x)
     Hl, Cl, TCl, Gl = Hs.unbind(0), Cs.unbind(0), TC.unbind(0), G.unbind(0)
@@ -230,7 +231,8 @@ def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor
     if _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         return _LSTMSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
     b = None if b_ih is None else _perm(b_ih + b_hh, _TO_OIFG, 2.0)
-    _, Hs, Cs, _ = _lstm_run(x, h0, c0, _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0), b, reverse)
+    _, Hs, Cs, _ = _lstm_run(x, h0, c0, _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0), b, reverse,
+                             keep=False)
     last = 0 if reverse else -1
     return _out_prev(Hs, reverse)[0], Hs[last], Cs[last]
 

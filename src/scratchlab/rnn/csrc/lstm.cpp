@@ -59,9 +59,10 @@ inline T fast_exp(T x) {
 template <typename T>
 inline T sigmoid(T a) { return T(1) / (T(1) + fast_exp(-a)); }
 
-// One forward step on n = B*H cells. g: the step's (B, 4H) gates (pre-activations in, activations out),
-// y: the step's product h_{t-1} W_hh^T (B, 4H), c0: c_{t-1}; writes c_t, tanh(c_t), h_t (B, H).
-template <typename T>
+// One forward step on n = B*H cells. g: the step's (B, 4H) gates (pre-activations in, activations out if Keep),
+// y: the step's product h_{t-1} W_hh^T (B, 4H), c0: c_{t-1}; writes c_t, h_t and, if Keep, tanh(c_t) (B, H).
+// Keep = false (inference) skips the stores only the backward reads.
+template <typename T, bool Keep>
 void forward_step(T* g, const T* y, const T* c0, T* c1, T* tc, T* h, int64_t B, int64_t H) {
   for (int64_t b = 0; b < B; ++b) {
     T* gb = g + b * 4 * H;
@@ -77,8 +78,8 @@ void forward_step(T* g, const T* y, const T* c0, T* c1, T* tc, T* h, int64_t B, 
       // c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)
       const T c = f * c0[s + j] + i * gg;
       const T t = T(2) * sigmoid(T(2) * c) - T(1);
-      gb[j] = o, gb[H + j] = i, gb[2 * H + j] = f, gb[3 * H + j] = gg;
-      c1[s + j] = c, tc[s + j] = t, h[s + j] = o * t;
+      if constexpr (Keep) gb[j] = o, gb[H + j] = i, gb[2 * H + j] = f, gb[3 * H + j] = gg, tc[s + j] = t;
+      c1[s + j] = c, h[s + j] = o * t;
     }
   }
 }
@@ -121,7 +122,8 @@ Slot slot(int64_t k, int64_t T, bool reverse) {
   return reverse ? Slot{T - 1 - k, T - k, T - 1 - k} : Slot{k, k, k + 1};
 }
 
-void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bool reverse, bool onednn) {
+void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bool reverse, bool onednn,
+                  bool keep) {
   const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
   TORCH_CHECK(G.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && TC.is_contiguous(),
               "lstm_forward: buffers must be contiguous");
@@ -131,8 +133,8 @@ void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bo
     for (int64_t k = 0; k < T; ++k) {
       const Slot s = slot(k, T, reverse);
       const Tensor y = linear(Hs[s.rd], w, onednn).contiguous();  // h_{t-1} W_hh^T, (B, 4H)
-      forward_step<scalar_t>(g + s.t * 4 * n, y.data_ptr<scalar_t>(), c + s.rd * n, c + s.wr * n, tc + s.wr * n,
-                             h + s.wr * n, B, H);
+      auto step = keep ? forward_step<scalar_t, true> : forward_step<scalar_t, false>;
+      step(g + s.t * 4 * n, y.data_ptr<scalar_t>(), c + s.rd * n, c + s.wr * n, tc + s.wr * n, h + s.wr * n, B, H);
     }
   });
 }
@@ -166,8 +168,8 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
 }  // namespace
 
 TORCH_LIBRARY(scratchlab_lstm, m) {
-  m.def("forward(Tensor(a!) G, Tensor(b!) Hs, Tensor(c!) Cs, Tensor(d!) TC, Tensor w, bool reverse, bool onednn)"
-        " -> ()", &lstm_forward);
+  m.def("forward(Tensor(a!) G, Tensor(b!) Hs, Tensor(c!) Cs, Tensor(d!) TC, Tensor w, bool reverse, bool onednn,"
+        " bool keep) -> ()", &lstm_forward);
   m.def("backward(Tensor gout, Tensor(a!) dc, Tensor G, Tensor Cs, Tensor TC, Tensor w_t, Tensor(b!) dG,"
         " Tensor(c!) db, bool reverse, bool onednn) -> Tensor", &lstm_backward);
 }
