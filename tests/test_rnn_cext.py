@@ -7,6 +7,7 @@ only its remainder, and that the Python loops still take over, with one warning,
 built. The build (about 15 s) happens here if `make setup` has not done it.
 """
 
+import os
 import shutil
 import warnings
 
@@ -25,6 +26,8 @@ def compiled():
     """The compiled operators; fails (rather than skips) when a compiler and ninja are present but the build fails."""
     if shutil.which("c++") is None or shutil.which("ninja") is None:
         pytest.skip("no C++ compiler or ninja: the Python step loops are the ones in use")
+    if os.environ.get("SCRATCHLAB_NO_CEXT", "") not in ("", "0"):
+        pytest.skip("SCRATCHLAB_NO_CEXT is set: the Python step loops are the ones in use")
     ops = _cext.ops()
     assert ops is not None, "the compiled LSTM step loops failed to build (see the warning)"
     return ops
@@ -37,6 +40,14 @@ def test_compiled_equals_torch(compiled, monkeypatch, reverse, dtype):
     monkeypatch.setattr(fast, "_compiled", lambda x: calls.append(x.dtype) or compiled)
     compare_direction("lstm", dtype, reverse, sizes=WIDE)
     assert calls == [dtype, dtype]  # forward and backward both ran compiled
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_python_loops_equal_torch(monkeypatch, reverse, dtype):
+    """The Python step loops stay proven as well: they run where the extension does not build, and on CUDA."""
+    monkeypatch.setattr(fast, "_compiled", lambda x: None)
+    compare_direction("lstm", dtype, reverse, sizes=WIDE)
 
 
 @pytest.mark.skipif(not use_onednn(torch.zeros(1)), reason="oneDNN matmul not available in this torch build")
