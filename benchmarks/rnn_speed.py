@@ -28,7 +28,7 @@ import torch
 
 from common import compare, markdown_table, write_section
 from scratchlab import rnn
-from scratchlab.rnn import fast
+from scratchlab.rnn import _cext, fast
 
 SHAPES = {"a": (128, 20, 10, 128), "b": (64, 400, 128, 128), "c": (64, 100, 256, 512)}
 CASES = [("a", {}), ("b", {}), ("c", {}), ("b", {"num_layers": 2}), ("b", {"bidirectional": True})]
@@ -145,7 +145,8 @@ def main() -> None:
             "ours / torch.\n\n"
             + markdown_table(["layer", "shape", "pass", "ours ms", f"{ref} ms", "ratio (median)", "ratio range",
                               "ours % peak", f"{ref} % peak", "saved mem ratio"], rows)
-            + f"\n\nCPU: {cpu_model()}. Load average when it finished: {os.getloadavg()[0]:.1f} on "
+            + f"\n\nLSTM step loops: {'compiled (rnn/csrc/lstm.cpp)' if _cext.ops() else 'Python'}. "
+              f"CPU: {cpu_model()}. Load average when it finished: {os.getloadavg()[0]:.1f} on "
               f"{os.cpu_count()} cores (shared machine: absolute times are inflated, the ratios are the numbers).")
     print(body)
     if not args.no_write and not args.quick and args.layers == list(GATES):
