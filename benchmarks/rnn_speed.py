@@ -14,7 +14,7 @@ Default clock: this process's CPU time with 1 thread, because the machine is sha
 cores make wall-clock ratios swing 0.3-5x); `--clock wall --threads 2` for a quiet machine. `--device cuda` compares
 against cuDNN (wall clock with synchronisation).
 
-    python benchmarks/rnn_speed.py [--repeats 5] [--quick] [--no-write] [--device cuda]
+    python benchmarks/rnn_speed.py [--repeats 5] [--quick] [--no-write] [--device cuda] [--layers LSTM ...]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 from common import compare, markdown_table, write_section
 from scratchlab import rnn
-from scratchlab.rnn import fast
+from scratchlab.rnn import _cext, fast
 
 SHAPES = {"a": (128, 20, 10, 128), "b": (64, 400, 128, 128), "c": (64, 100, 256, 512)}
 CASES = [("a", {}), ("b", {}), ("c", {}), ("b", {"num_layers": 2}), ("b", {"bidirectional": True})]
@@ -101,6 +101,7 @@ def main() -> None:
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quick", action="store_true", help="shape a only, 3 pairs: a smoke run")
+    p.add_argument("--layers", nargs="+", choices=list(GATES), default=list(GATES), help="which layers to time")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -113,7 +114,7 @@ def main() -> None:
     print("matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()), flush=True)
     top = max(peak.values())
     rows = []
-    for name in ("LSTM", "GRU", "RNN"):
+    for name in args.layers:
         for shape_name, kw in cases:
             B, T, I, H = SHAPES[shape_name]
             torch.manual_seed(0)
@@ -144,10 +145,11 @@ def main() -> None:
             "ours / torch.\n\n"
             + markdown_table(["layer", "shape", "pass", "ours ms", f"{ref} ms", "ratio (median)", "ratio range",
                               "ours % peak", f"{ref} % peak", "saved mem ratio"], rows)
-            + f"\n\nCPU: {cpu_model()}. Load average when it finished: {os.getloadavg()[0]:.1f} on "
+            + f"\n\nLSTM step loops: {'compiled (rnn/csrc/lstm.cpp)' if _cext.ops() else 'Python'}. "
+              f"CPU: {cpu_model()}. Load average when it finished: {os.getloadavg()[0]:.1f} on "
               f"{os.cpu_count()} cores (shared machine: absolute times are inflated, the ratios are the numbers).")
     print(body)
-    if not args.no_write and not args.quick:
+    if not args.no_write and not args.quick and args.layers == list(GATES):
         tuned = "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 " \
             if os.environ.get("MALLOC_MMAP_MAX_") == "0" else ""
         write_section(f"rnn_speed_{args.device}", body, command=tuned + "python " + " ".join(sys.argv))

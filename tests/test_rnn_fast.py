@@ -17,13 +17,13 @@ L, N, I, H = 6, 3, 4, 5
 KINDS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
-def torch_module(kind, dtype, bias=True):
+def torch_module(kind, dtype, bias=True, i=I, h=H):
     torch.manual_seed(0)
     if kind == "lstm":
-        return torch.nn.LSTM(I, H, bias=bias, bidirectional=True, dtype=dtype)
+        return torch.nn.LSTM(i, h, bias=bias, bidirectional=True, dtype=dtype)
     if kind == "gru":
-        return torch.nn.GRU(I, H, bias=bias, bidirectional=True, dtype=dtype)
-    return torch.nn.RNN(I, H, bias=bias, bidirectional=True, nonlinearity=kind[4:], dtype=dtype)
+        return torch.nn.GRU(i, h, bias=bias, bidirectional=True, dtype=dtype)
+    return torch.nn.RNN(i, h, bias=bias, bidirectional=True, nonlinearity=kind[4:], dtype=dtype)
 
 
 def ours(kind, x, states, weights, reverse):
@@ -35,8 +35,10 @@ def ours(kind, x, states, weights, reverse):
     return fast.rnn_direction(x, *states, *weights, nonlinearity=kind[4:], reverse=reverse)
 
 
-def compare_direction(kind, dtype, reverse, bias=True):
-    m = torch_module(kind, dtype, bias)
+def compare_direction(kind, dtype, reverse, bias=True, sizes=(L, N, I, H)):
+    """One direction of ours against torch's, sizes (length, batch, input, hidden)."""
+    L, N, I, H = sizes  # noqa: N806 (the module's names, shadowed)
+    m = torch_module(kind, dtype, bias, I, H)
     d, sfx = (1, "_reverse") if reverse else (0, "")
     names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if bias else [])
     weights = [getattr(m, f"{n}_l0{sfx}") for n in names]

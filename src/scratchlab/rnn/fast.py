@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from scratchlab.rnn._gemm import gemms
+from scratchlab.rnn import _cext
+from scratchlab.rnn._gemm import gemms, use_onednn
 
 Tensor = torch.Tensor
 
@@ -49,17 +50,21 @@ def _proj(linear, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return linear(x.reshape(-1, x.shape[-1]), w, b).view(x.shape[0], x.shape[1], w.shape[0])
 
 
-def _grads(linear, dGx: Tensor, dGh: Tensor, x: Tensor, h_prev: Tensor, w_ih: Tensor, need) -> list:
+def _grads(linear, dGx: Tensor, dGh: Tensor, x: Tensor, h_prev: Tensor, w_ih: Tensor, need,
+           db: Tensor | None = None) -> list:
     """Gradients of all steps at once: dX = dGx W_ih, dW_ih = dGx^T X, dW_hh = dGh^T H_prev, db_ih, db_hh.
 
     dGx (T, B, G*H) is the gradient of the input-side pre-activations, dGh that of the hidden-side ones (the
-    same tensor except for GRU's n gate); need says which of (x, w_ih, w_hh, b_ih, b_hh) want a gradient.
+    same tensor except for GRU's n gate); need says which of (x, w_ih, w_hh, b_ih, b_hh) want a gradient. db, when
+    given, is the bias gradient already summed (dGh is dGx then).
     """
     dGx2, dGh2 = dGx.reshape(-1, dGx.shape[-1]), dGh.reshape(-1, dGh.shape[-1])
 
     def wgrad(dG2, a):                                       # dG^T A (G*H, K), as (A^T dG)^T: oneDNN's faster form
         return linear(a.reshape(-1, a.shape[-1]).t(), dG2.t()).t()
-    db_ih = dGx2.sum(0) if need[3] or (need[4] and dGh is dGx) else None
+    if db is None:
+        db = dGx2.sum(0) if need[3] or (need[4] and dGh is dGx) else None
+    db_ih = db
     return [linear(dGx2, w_ih.t().contiguous()).view(x.shape) if need[0] else None,
             wgrad(dGx2, x) if need[1] else None,
             wgrad(dGh2, h_prev) if need[2] else None,
@@ -101,16 +106,26 @@ def _gate_views(G: Tensor, H: int) -> tuple[list[Tensor], ...]:
     return tuple(G[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
 
 
-def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse):
+def _compiled(x: Tensor):
+    """The compiled step loops (csrc/lstm.cpp via _cext) where they apply to x (CPU, float32/64), else None."""
+    return _cext.ops() if x.is_cpu and x.dtype in (torch.float32, torch.float64) else None
+
+
+def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse, keep=True):
     """Forward of all steps, weights in (o,i,f,g) order with g scaled by 2.
 
-    Returns G (T, B, 4H) holding the activated gates, Hs, Cs (T+1, B, H) and TC = tanh(c) in Cs's slots.
+    Returns G (T, B, 4H) holding the activated gates, Hs, Cs (T+1, B, H) and TC = tanh(c) in Cs's slots; with
+    keep=False (no backward to follow) G and TC may be left unfinished.
     """
     linear, pack = gemms(x)
     B, H = h0.shape
     G = _proj(linear, x, w_ih, b)                            # x_t W_ih^T + b_ih + b_hh for every t, (T, B, 4H)
     w_hh = pack(w_hh, B)
     Hs, Cs, TC = _states(x, h0, reverse), _states(x, c0, reverse), x.new_empty(x.shape[0] + 1, B, H)
+    ops = _compiled(x)
+    if ops is not None:                                      # the same steps, each one product + one fused loop
+        ops.forward(G, Hs, Cs, TC, w_hh, reverse, use_onednn(x), keep)
+        return G, Hs, Cs, TC
     one, two = _constants(x)
     Hl, Cl, TCl, Gl = Hs.unbind(0), Cs.unbind(0), TC.unbind(0), G.unbind(0)
     O, I, F, Gg = _gate_views(G, H)
@@ -143,14 +158,25 @@ def _lstm_local(dG, A, G, Cs, TC, t0, t1, reverse):
     torch.addcmul(one, tc, tc, value=-1, out=a).mul_(S[..., :H])
 
 
-def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
-    """Backward through time. Returns dG (T,B,4H) in (o,i,f,g) order, dh0, dc0.
+def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False):
+    """Backward through time. Returns dG (T,B,4H) in (o,i,f,g) order, dh0, dc0 and the bias gradient summed over
+    all steps (4H,) when the compiled loops made it on the way (asked by need_db), else None.
 
     Per step: dh_t = dL/dh_t (output) + dG_{t+1} W_hh; dc_t = dc_{t+1} f_{t+1} + dh_t A_t;
     dG_t = local_t * (dh_t, dc_t, dc_t, dc_t)."""
     linear, pack = gemms(Hs)
     T, B, H = gout.shape
     w_hh_t = pack(w_hh.t(), B)                               # (H, 4H): a w^T = dG_t W_hh
+    ops = _compiled(Hs)
+    if ops is not None:                                      # the same steps, each one product + one fused loop
+        last = 0 if reverse else T - 1
+        gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
+        if dh_n is not None:
+            gout[last] += dh_n
+        dc = dc_n.clone(memory_format=torch.contiguous_format) if dc_n is not None else Hs.new_zeros(B, H)
+        dG, db = Hs.new_empty(T, B, 4 * H), Hs.new_zeros(4 * H if need_db else 0, dtype=torch.float64)
+        dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, use_onednn(Hs))
+        return dG, dh0, dc, (db.to(Hs.dtype) if need_db else None)
     block = max(1, min(T, (1 << 19) // (B * 4 * H)))         # steps per block of local derivatives (~2 MB)
     dG, A = Hs.new_empty(T, B, 4 * H), Hs.new_empty(block, B, H)
     dGo, dGifg = dG[..., :H].unbind(0), dG[..., H:].view(T, B, 3, H).unbind(0)
@@ -172,7 +198,7 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse):
         dGifg[t].mul_(dc.unsqueeze(1))
         dc.mul_(F[t])                                        # dc_{t-1} through the cell path
         t_next = t
-    return dG, linear(dG[t_next], w_hh_t), dc
+    return dG, linear(dG[t_next], w_hh_t), dc, None
 
 
 class _LSTMSeq(torch.autograd.Function):
@@ -191,9 +217,11 @@ class _LSTMSeq(torch.autograd.Function):
     def backward(ctx, gout, dh_n, dc_n):
         x, w_ih, w_hh, G, Hs, Cs, TC = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout
-        dG, dh0, dc0 = _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse)
         n = ctx.needs_input_grad
-        dx, *dw = _grads(gemms(x)[0], dG, dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG), n[0:1] + n[3:7])
+        dG, dh0, dc0, db = _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse,
+                                      need_db=n[5] or n[6])
+        dx, *dw = _grads(gemms(x)[0], dG, dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG), n[0:1] + n[3:7],
+                         db)
         return (dx, dh0, dc0, *(_perm(v, _FROM_OIFG) for v in dw), None)
 
 
@@ -203,7 +231,8 @@ def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor
     if _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         return _LSTMSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
     b = None if b_ih is None else _perm(b_ih + b_hh, _TO_OIFG, 2.0)
-    _, Hs, Cs, _ = _lstm_run(x, h0, c0, _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0), b, reverse)
+    _, Hs, Cs, _ = _lstm_run(x, h0, c0, _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0), b, reverse,
+                             keep=False)
     last = 0 if reverse else -1
     return _out_prev(Hs, reverse)[0], Hs[last], Cs[last]
 
