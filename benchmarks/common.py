@@ -19,15 +19,20 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
-def time_once(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
+def time_once(fn: Callable[[], object], clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def compare(ours: Callable[[], object], ref: Callable[[], object], *, repeats: int = 7,
-            warmup: int = 2) -> dict[str, float]:
-    """Time `ours` and `ref` interleaved; return medians of each and the median of per-pair ratios."""
+            warmup: int = 2, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Time `ours` and `ref` interleaved; return medians of each and the median of per-pair ratios.
+
+    clock: time.perf_counter (wall) by default; time.process_time (this process's CPU time) measures the work
+    done rather than the share of the cores the scheduler gave us, which is the steadier number on a machine
+    shared with other jobs (single-threaded runs only: with more threads it also counts threads spinning).
+    """
     for _ in range(warmup):
         ours()
         ref()
@@ -35,9 +40,9 @@ def compare(ours: Callable[[], object], ref: Callable[[], object], *, repeats: i
     for i in range(repeats):
         # alternate which goes first, so neither always runs on a warmer cache
         if i % 2:
-            b, a = time_once(ref), time_once(ours)
+            b, a = time_once(ref, clock), time_once(ours, clock)
         else:
-            a, b = time_once(ours), time_once(ref)
+            a, b = time_once(ours, clock), time_once(ref, clock)
         t_ours.append(a)
         t_ref.append(b)
         ratios.append(a / b)

@@ -65,7 +65,8 @@ def main() -> None:
         name = label.rstrip("*")
         torch.manual_seed(0)
         theirs = getattr(torch.nn, name)(args.input, args.hidden)
-        ours = getattr(rnn, name)(args.input, args.hidden)
+        # the readable path (impl="reference"); benchmarks/rnn_speed.py times the default fast one
+        ours = getattr(rnn, name)(args.input, args.hidden, impl="reference")
         ours.load_state_dict(theirs.state_dict())
         for pass_name, fn in (("fwd+bwd", fwd_bwd), ("fwd (no_grad)", fwd)):
             r = compare(repeated(fn, ours, x, args.calls), repeated(fn, theirs, x, args.calls, flags),

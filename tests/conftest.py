@@ -1,7 +1,11 @@
 import os
 
-import pytest
-import torch
+# OpenBLAS (numpy) threads must be fixed before numpy loads; on 2 shared cores, extra BLAS threads spin against
+# the other test worker (a 1-second numpy training took 13 s with the default).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Tests run on 2 cores beside each other (pytest -n 2): one thread each keeps them from fighting.
 torch.set_num_threads(1)

@@ -38,15 +38,15 @@ def test_shapes(arch, channels, size, n_features):
 
 @pytest.mark.slow
 def test_learns_real_digits_and_caches(monkeypatch):
-    """mnist-5k (real digits, offline): an MLP on 1000 images for 3 epochs gets far above chance (10%)."""
+    """mnist-5k (real digits, offline): an MLP on 1000 images for 6 epochs gets far above chance (10%)."""
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
-    model, info = C.load_or_train("mnist-5k", "mlp", seed=1, epochs=3, n_train=1000)
+    model, info = C.load_or_train("mnist-5k", "mlp", seed=1, epochs=6, n_train=1000)
     after = torch.rand(3)
     assert torch.equal(before, after), "training must not move the caller's random stream"
     assert info["cached"] == "trained now" and info["test_accuracy"] >= 0.80, info
-    path = C.cache_path("mnist-5k", "mlp", 1, 3, 1000)
+    path = C.cache_path("mnist-5k", "mlp", 1, 6, 1000)
     assert path.exists()
 
     from scratchlab.data import registry
@@ -54,7 +54,7 @@ def test_learns_real_digits_and_caches(monkeypatch):
     test = registry.load("mnist-5k", "test")
     called = []
     monkeypatch.setattr(C, "train_classifier", lambda *a, **k: called.append(1))
-    again, info2 = C.load_or_train("mnist-5k", "mlp", seed=1, epochs=3, n_train=1000)
+    again, info2 = C.load_or_train("mnist-5k", "mlp", seed=1, epochs=6, n_train=1000)
     assert not called and info2["cached"] == str(path)
     assert info2["test_accuracy"] == info["test_accuracy"]
     assert np.array_equal(C.predict(again, test.images), C.predict(model, test.images))

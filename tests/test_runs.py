@@ -60,6 +60,7 @@ def test_run_writes_run_directory(toy_registered, tmp_path):
                    "config": {"steps": 30, "lr": 0.2, "interrupt_at": -1}}
     meta = json.loads((run / "meta.json").read_text())
     assert meta["versions"]["torch"] == torch.__version__ and "argv" in meta
+    assert meta["torch_threads"] == torch.get_num_threads()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == list(range(30))
     assert [r["step"] for r in records if r["split"] == "eval"] == [4, 9, 14, 19, 24, 29]
@@ -126,3 +127,12 @@ def test_reproduce_writes_report(toy_registered, monkeypatch):
 def test_list_shows_registry(toy_registered, capsys):
     assert main(["list"]) == 0
     assert "toy regression" in capsys.readouterr().out
+
+
+def test_threads_option_sets_torch_threads(toy_registered):
+    before = torch.get_num_threads()
+    try:
+        assert main(["run", "toy", "--out", "t", "--threads", "2", "--set", "steps=2"]) == 0
+        assert json.load(open("t/meta.json"))["torch_threads"] == 2
+    finally:
+        torch.set_num_threads(before)

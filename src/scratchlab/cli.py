@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
         s.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
+        s.add_argument("--threads", type=int, default=None,
+                       help="CPU threads for torch and BLAS (default: torch's, one per core); on a machine shared "
+                            "with other jobs, 1 avoids threads spinning against each other")
 
     s = sub.add_parser("run", help="run one experiment into a run directory")
     s.add_argument("name", help="experiment name (see `scratchlab list`)")
@@ -166,8 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _set_threads(n: int | None) -> None:
+    if n is None:
+        return
+    if n < 1:
+        raise SystemExit(f"scratchlab: error: --threads must be at least 1, got {n}")
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(n)  # NumPy's BLAS (the autograd engine)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _set_threads(getattr(args, "threads", None))
     from scratchlab.run.config import ConfigError
     from scratchlab.train.loop import NonFiniteLoss
 

@@ -8,6 +8,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scratchlab import experiments
 from scratchlab.run import config as C
 from scratchlab.run import report
@@ -44,7 +46,7 @@ def run_experiment(name: str, overrides: list[str] | dict[str, Any] = (), *, qui
     dev = resolve_device(device)
     run.write_json("config.json", {"experiment": name, "seed": seed, "device": str(dev), "quick": quick,
                                    "config": C.to_dict(cfg)})
-    run.write_meta(argv)
+    run.write_meta(argv, torch_threads=torch.get_num_threads())
     seed_everything(seed)
     ctx = Context(run=run, device=dev, seed=seed, quick=quick, resume=resume, progress=progress)
     t0 = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Lookup order for a file set: `$SCRATCHLAB_DATA/<name>/`, known system paths (Debian's
 dataset-fashion-mnist), the cache (`~/.cache/scratchlab/<name>/`), then `download()` with SHA-256.
-Every loader returns an `ImageSet` whose `source` says where the data came from, for reports.
+Every loader returns an `ImageSet` (or, for text corpora, a `scratchlab.data.imdb.TextSet`) whose `source` says
+where the data came from, for reports; both have `len()` and `labels`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scratchlab.data import cifar
 from scratchlab.data import svhn as svhn_format
 from scratchlab.data import synthdigits as synth
 from scratchlab.data.download import cache_dir, download
@@ -105,8 +107,30 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 DIGITS = [str(i) for i in range(10)]
 IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
-FASHION_REMOTES: list[Remote] = []  # official URLs + SHA-256: see scratchlab.data (issue: image data)
-MNIST_REMOTES: list[Remote] = []
+
+
+def idx_remotes(base_url: str, sha256: dict[str, str]) -> list[Remote]:
+    return [Remote(name, base_url + name, digest) for name, digest in sha256.items()]
+
+
+# Official addresses; SHA-256 digests as published in tensorflow_datasets' url_checksums (fashion_mnist.txt,
+# mnist.txt). Debian's dataset-fashion-mnist files differ from the published ones in the gzip header (no stored
+# file name: each is shorter by exactly the name's length + 1), so their digests differ too; system paths are
+# read without a digest check, and only downloads are checked.
+FASHION_REMOTES = idx_remotes("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", {
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+})
+# The original host (yann.lecun.com/exdb/mnist) often refuses downloads; this is the CVDF mirror of the same files
+# (same sizes), the address tensorflow_datasets downloads from.
+MNIST_REMOTES = idx_remotes("https://storage.googleapis.com/cvdf-datasets/mnist/", {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+})
 
 
 def load_idx_pair(name: str, split: str, classes: list[str], system: list[str], remotes: list[Remote],
@@ -174,6 +198,29 @@ def mnist_5k(split: str = "train", allow_download: bool = True) -> ImageSet:
     return ImageSet(images[idx], labels[idx], DIGITS, f"mnist-5k ({split}, {len(idx)} digits) from {path}")
 
 
+# ---------------------------------------------------------------- CIFAR-10 (python version)
+
+# SHA-256 as used by Keras' cifar10.load_data (file_hash) for this exact URL.
+CIFAR10_REMOTES: list[Remote] = [
+    Remote("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+           "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
+]
+
+
+@register("cifar10", "CIFAR-10, 50k/10k 32x32 RGB in 10 classes (download, python version, 163 MiB)")
+def cifar10(split: str = "train", allow_download: bool = True) -> ImageSet:
+    (archive,), where = find_files("cifar10", ["cifar-10-python.tar.gz"], [], CIFAR10_REMOTES, allow_download)
+    folder = cifar.extract(archive, archive.parent)
+    images, labels = cifar.read_cifar10(folder, split)
+    return ImageSet(images, labels, list(cifar.CIFAR10_CLASSES), f"cifar10 ({split}) from {where}")
+
+
+# ---------------------------------------------------------------- text corpora (readers in scratchlab.data.imdb)
+
+from scratchlab.data import imdb as _imdb  # noqa: E402  (imdb does not import this module: no cycle)
+
+register("imdb", "IMDB movie reviews (Maas et al. 2011), 25k/25k, official aclImdb_v1.tar.gz (download, 84 MB)")(
+    _imdb.load_split)
 # ---------------------------------------------------------------- SVHN and its synthetic stand-in
 
 def svhn_remotes() -> list[Remote]:

@@ -3,7 +3,7 @@
 Two architectures, both `body` (features) + `head` (logits):
 
     mlp: the discriminator's architecture with 10 outputs: flatten -> 512 -> 256 (LeakyReLU 0.2) -> n_classes
-    cnn: conv3x3(32) -> ReLU -> maxpool2 -> conv3x3(64) -> ReLU -> maxpool2 -> 128 (ReLU) -> n_classes
+    cnn: conv3x3(32) -> BN -> ReLU -> maxpool2 -> conv3x3(64) -> BN -> ReLU -> maxpool2 -> 128 (ReLU) -> n_classes
 
 `features(model, x)` is the penultimate layer (256 for mlp, 128 for cnn), used for the Frechet distance.
 
@@ -47,15 +47,19 @@ def build_classifier(arch: Arch, in_channels: int, image_size: int, n_classes: i
     spec = {"arch": arch, "in_channels": in_channels, "image_size": image_size, "n_classes": n_classes}
     if arch == "mlp":
         hidden = NetConfig().d_hidden  # (512, 256): the discriminator's layers
-        body = nn.Sequential(nn.Flatten(), *mlp([in_channels * image_size**2, *hidden]))
+        layers = mlp([in_channels * image_size**2, *hidden])
+        # Dropout after each LeakyReLU (no parameters: still the discriminator's layers); worth ~1 point here.
+        layers = [m for layer in layers for m in ([layer, nn.Dropout(0.2)] if isinstance(layer, nn.LeakyReLU)
+                                                  else [layer])]
+        body = nn.Sequential(nn.Flatten(), *layers)
         return Classifier(body, nn.Linear(hidden[-1], n_classes), spec)
     if arch == "cnn":
         if image_size % 4:
             raise ValueError(f"cnn classifier: image_size must be a multiple of 4 (two 2x2 pools), got {image_size}")
         body = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, S/2, S/2)
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),           # (N, 64, S/4, S/4)
-            nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(),
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # (N,32,S/2,S/2)
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),           # (N,64,S/4,S/4)
+            nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(),
         )
         return Classifier(body, nn.Linear(128, n_classes), spec)
     raise ValueError(f"classifier arch: expected 'mlp' or 'cnn', got {arch!r}")
@@ -114,10 +118,14 @@ def features(model: Classifier, images: Any, batch_size: int = 1000) -> np.ndarr
 
 
 def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, batch_size: int = 128,
-                     lr: float = 1e-3, seed: int = 0, device: torch.device | None = None, n_classes: int = 10,
-                     test: tuple[Any, Any] | None = None) -> tuple[Classifier, dict[str, Any]]:
-    """Adam with a cosine learning-rate decay to zero over `epochs`; returns (model in eval mode, info).
+                     lr: float = 1e-3, optimizer: Literal["adam", "sgd"] = "adam", seed: int = 0,
+                     device: torch.device | None = None, n_classes: int = 10,
+                     test: tuple[Any, Any] | None = None, flip: bool = False,
+                     label_smoothing: float = 0.0) -> tuple[Classifier, dict[str, Any]]:
+    """Adam or SGD with momentum 0.9, the learning rate decaying to zero over `epochs` (cosine);
+    returns (model in eval mode, info).
 
+    `flip` mirrors a random half of each batch left-right (an augmentation for clothes, wrong for digits).
     Runs under its own seeded RNG (`fork_rng`), so training or loading a cached classifier leaves the caller's
     random stream the same. `info` holds the budget, the time, and `test_accuracy` when `test` is given.
     """
@@ -132,7 +140,8 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
         if device is not None:
             model.to(device)
         dev = _device_of(model)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9) if optimizer == "sgd"
+               else torch.optim.Adam(model.parameters(), lr=lr))
         steps_per_epoch = math.ceil(len(x) / batch_size)
         total = epochs * steps_per_epoch
         # Cosine decay: the last epochs take small steps, which is worth ~1 point of test accuracy here.
@@ -142,26 +151,37 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
             order = torch.randperm(len(x))
             for i in range(0, len(x), batch_size):
                 idx = order[i:i + batch_size]
-                loss = F.cross_entropy(model(x[idx].to(dev)), y[idx].to(dev))
+                xb = x[idx].to(dev)
+                if flip:
+                    mirror = torch.rand(len(idx), device=dev) < 0.5
+                    xb = torch.where(mirror[:, None, None, None], xb.flip(-1), xb)
+                loss = F.cross_entropy(model(xb), y[idx].to(dev), label_smoothing=label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
     model.eval()
-    info: dict[str, Any] = {**model.spec, "epochs": epochs, "n_train": len(x), "seed": seed,
+    info: dict[str, Any] = {**model.spec, "epochs": epochs, "n_train": len(x), "seed": seed, "flip": flip,
+                            "optimizer": optimizer, "lr": lr, "label_smoothing": label_smoothing,
                             "train_seconds": round(time.perf_counter() - t0, 1), "final_batch_loss": loss.item()}
     if test is not None:
         info["test_accuracy"] = evaluate(model, *test)
     return model, info
 
 
-DEFAULT_EPOCHS = {"mlp": 15, "cnn": 6}
+# The MLP generalises better with SGD + momentum than with Adam here (89.5% with Adam at 15-30 epochs).
+RECIPES = {"mlp": {"epochs": 20, "optimizer": "sgd", "lr": 0.05}, "cnn": {"epochs": 8, "optimizer": "adam", "lr": 1e-3}}
+FLIP_DATASETS = {"fashion-mnist"}  # left-right mirroring keeps a garment's class; it would not keep a digit's
+# Per architecture; bump when an architecture or its recipe changes: old cached files are then not used.
+CACHE_VERSION = {"mlp": 3, "cnn": 3}
 
 
 def cache_path(dataset: str, arch: Arch, seed: int, epochs: int, n_train: int | None) -> Any:
     from scratchlab.data.download import cache_dir
 
-    return cache_dir() / "classifiers" / f"{dataset}-{arch}-seed{seed}-e{epochs}-n{n_train or 'all'}.pt"
+    flip = "-flip" if dataset in FLIP_DATASETS else ""
+    name = f"{dataset}-{arch}-v{CACHE_VERSION[arch]}-seed{seed}-e{epochs}-n{n_train or 'all'}{flip}.pt"
+    return cache_dir() / "classifiers" / name
 
 
 def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None = None,
@@ -174,7 +194,8 @@ def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None
     from scratchlab.data import registry
     from scratchlab.train import checkpoint
 
-    epochs = DEFAULT_EPOCHS[arch] if epochs is None else epochs
+    recipe = {**RECIPES[arch], **({} if epochs is None else {"epochs": epochs})}
+    epochs = recipe["epochs"]
     path = cache_path(dataset, arch, seed, epochs, n_train)
     if path.exists():
         payload = checkpoint.load(path)
@@ -186,7 +207,7 @@ def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None
         return model.eval(), {**spec, "cached": str(path)}
     train, test = registry.load(dataset, "train"), registry.load(dataset, "test")
     x, y = train.images[:n_train], train.labels[:n_train]
-    model, info = train_classifier(x, y, arch, epochs=epochs, seed=seed, device=device,
+    model, info = train_classifier(x, y, arch, **recipe, seed=seed, device=device, flip=dataset in FLIP_DATASETS,
                                    n_classes=len(train.classes), test=(test.images, test.labels))
     info["source"] = train.source
     path.parent.mkdir(parents=True, exist_ok=True)

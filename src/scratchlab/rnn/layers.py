@@ -14,7 +14,10 @@ Speed (docs/design.md, speed plan): each direction projects the input of all L s
 folded in where the cell allows it (RNN, LSTM); each step then costs one matmul for the recurrence plus the pointwise
 update. Steps are taken with `unbind` (slicing a grad-requiring tensor per step makes every step's backward write a
 full-size zero gradient) and outputs are gathered with one `stack`. A direction is one call to a function in
-`DIRECTIONS`, so a faster implementation can replace it per mode without touching the layer logic.
+`DIRECTIONS`, so a faster implementation can replace it per mode without touching the layer logic: by default
+the layers run `rnn/fast.py` (whole-sequence autograd Functions with a hand-written backward through time, proven
+equal to this file's path by tests/test_rnn_fast.py); `impl="reference"` (constructor argument or attribute) runs
+the readable path below.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from scratchlab.rnn import fast
 from scratchlab.rnn import functional as F
 
 State = tuple[Tensor, ...]  # (h,) for RNN/GRU, (h, c) for LSTM; each (N, H)
@@ -82,6 +86,8 @@ def gru_direction(x: Tensor, state: State, weights: Weights, reverse: bool, nonl
 DIRECTIONS: dict[str, Callable[..., tuple[Tensor, State]]] = {
     "RNN": rnn_direction, "LSTM": lstm_direction, "GRU": gru_direction,
 }
+# impl -> the DIRECTIONS table a layer runs: "fast" (the default) or "reference" (the readable path above)
+IMPLS = {"fast": fast.DIRECTIONS, "reference": DIRECTIONS}
 
 
 class _RNNBase(nn.Module):
@@ -91,8 +97,10 @@ class _RNNBase(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, impl: str = "fast") -> None:
         super().__init__()
+        self.impl = impl
+        self._directions()  # fails now, not at the first forward, on an unknown impl
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
             raise ValueError(f"{self.mode}: dropout must be a number in [0, 1], got {dropout!r}")
         if dropout > 0 and num_layers == 1:
@@ -117,6 +125,12 @@ class _RNNBase(nn.Module):
                     setattr(self, f"bias_hh_l{k}{suffix}", nn.Parameter(torch.empty(g, **kw)))
         self.reset_parameters()
 
+    def _directions(self) -> Callable[..., tuple[Tensor, State]]:
+        """The per-direction function this layer runs, from `impl` (which may be reassigned on the module)."""
+        if self.impl not in IMPLS:
+            raise ValueError(f"{self.mode}: impl must be one of {sorted(IMPLS)}, got {self.impl!r}")
+        return IMPLS[self.impl][self.mode]
+
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
 
@@ -136,7 +150,7 @@ class _RNNBase(nn.Module):
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False)):
+                              ("bidirectional", False), ("impl", "fast")):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
         return s
@@ -183,7 +197,7 @@ class _RNNBase(nn.Module):
             x = input.transpose(0, 1) if self.batch_first else input
         states = self._check_states(hx, batched, x.size(1), x)
 
-        run = DIRECTIONS[self.mode]
+        run = self._directions()
         finals: list[State] = []
         for k in range(self.num_layers):
             outs = []
@@ -209,11 +223,11 @@ class RNN(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, impl: str = "fast") -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: unknown nonlinearity {nonlinearity!r}: expected 'tanh' or 'relu'")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype)
+                         device, dtype, impl)
         self.nonlinearity = nonlinearity
 
     def extra_repr(self) -> str:

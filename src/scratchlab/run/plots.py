@@ -72,6 +72,26 @@ def image_grid(images, path: str | Path, *, nrow: int = 8, title: str = "", row_
     return save(fig, path)
 
 
+def confusion_matrix(counts, classes: Sequence[str], path: str | Path, *, title: str = "") -> Path:
+    """Heat map of a (K, K) count matrix, rows = true class, columns = predicted, counts written in the cells."""
+    import numpy as np
+
+    counts = np.asarray(counts)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    ax.imshow(counts, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if counts[i, j] > counts.max() / 2 else "black")
+    ax.set_xticks(range(k))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return save(fig, path)
+
+
 def save(fig, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()

@@ -90,11 +90,11 @@ class RunDir:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
 
-    def write_meta(self, argv: list[str] | None = None) -> None:
+    def write_meta(self, argv: list[str] | None = None, **extra: Any) -> None:
         self.write_json(
             "meta.json",
             {"argv": list(sys.argv if argv is None else argv), "versions": versions(),
-             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count()},
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(), **extra},
         )
 
     def log(self, step: int, split: str = "train", **metrics: Any) -> None:

@@ -39,7 +39,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _state_dict(obj: Any) -> Any:
-    return obj.state_dict() if hasattr(obj, "state_dict") else obj
+    return _as_tensors(obj.state_dict() if hasattr(obj, "state_dict") else obj)
+
+
+def _as_tensors(value: Any) -> Any:
+    """numpy arrays (scratchlab.autograd state) become tensors: torch.load(weights_only=True) refuses ndarrays.
+    Loading hands them back as CPU tensors, which np.asarray turns into arrays again."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, dict):
+        return {k: _as_tensors(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_as_tensors(v) for v in value)
+    return value
 
 
 def save(path: str | Path, **state: Any) -> Path:

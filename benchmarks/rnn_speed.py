@@ -1,0 +1,159 @@
+"""scratchlab.rnn.{LSTM,GRU,RNN} (fast path) vs torch.nn on issue 7's shapes: ratio ours / torch (below 1 is faster).
+
+Shapes (batch, length, input, hidden): a (128, 20, 10, 128), b (64, 400, 128, 128), c (64, 100, 256, 512), and at b
+also 2 layers and bidirectional; float32. Passes: fwd+bwd (forward, sum of the output, backward; the input needs
+no gradient, as when it comes from data) and forward only under torch.no_grad(). Both sides get the same weights
+(load_state_dict) and input and are timed in alternation after a warm-up; the ratio is the median of per-pair
+ratios (common.compare).
+
+Also printed: the fraction of the machine's matmul peak each side reaches (FLOPs of the layer's matrix products /
+time / peak; the peak is a 2048^3 product timed here, once through torch.mm, once through oneDNN, which are very
+different on AMD processors, see docs/design.md), and the bytes each side saves for backward (saved_tensors_hooks).
+
+Default clock: this process's CPU time with 1 thread, because the machine is shared (load averages near 12 on 2
+cores make wall-clock ratios swing 0.3-5x); `--clock wall --threads 2` for a quiet machine. `--device cuda` compares
+against cuDNN (wall clock with synchronisation).
+
+    python benchmarks/rnn_speed.py [--repeats 5] [--quick] [--no-write] [--device cuda] [--layers LSTM ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+from common import compare, markdown_table, write_section
+from scratchlab import rnn
+from scratchlab.rnn import _cext, fast
+
+SHAPES = {"a": (128, 20, 10, 128), "b": (64, 400, 128, 128), "c": (64, 100, 256, 512)}
+CASES = [("a", {}), ("b", {}), ("c", {}), ("b", {"num_layers": 2}), ("b", {"bidirectional": True})]
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def layer_flops(name: str, shape, kw, backward: bool) -> float:
+    """FLOPs of the matrix products: forward 2 T B G H (I_k + H) per layer-direction; backward adds dW_ih, dW_hh,
+    the per-step dh (each as large as a forward product) and dX for layers above the first."""
+    B, T, I, H = shape
+    D, total = (2 if kw.get("bidirectional") else 1), 0.0
+    for k in range(kw.get("num_layers", 1)):
+        i_k = I if k == 0 else D * H
+        unit = 2.0 * T * B * GATES[name] * H
+        total += D * unit * ((i_k + H) + (backward and (i_k + 2 * H + (i_k if k > 0 else 0))))
+    return total
+
+
+def matmul_peak(clock, device: str) -> dict[str, float]:
+    """GFLOP/s of a 2048^3 float32 product: torch.mm (MKL on CPU) and oneDNN's matmul (CPU only)."""
+    n = 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    kernels = {"torch.mm": lambda: torch.mm(a, b)}
+    if device == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    peak = {}
+    for label, fn in kernels.items():
+        fn()
+        best = float("inf")
+        for _ in range(3):
+            t0 = clock()
+            fn()
+            sync(device)
+            best = min(best, clock() - t0)
+        peak[label] = 2 * n ** 3 / best / 1e9
+    return peak
+
+
+def cpu_model() -> str:
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        return "unknown CPU"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def runner(module, x, train: bool, device: str):
+    def fwd_bwd():
+        for p in module.parameters():
+            p.grad = None
+        module(x)[0].sum().backward()
+        sync(device)
+
+    def fwd():
+        with torch.no_grad():
+            module(x)
+        sync(device)
+    return fwd_bwd if train else fwd
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=5, help="interleaved pairs per row")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--quick", action="store_true", help="shape a only, 3 pairs: a smoke run")
+    p.add_argument("--layers", nargs="+", choices=list(GATES), default=list(GATES), help="which layers to time")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device here")
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" and args.device == "cpu" else time.perf_counter
+    cases = CASES[:1] if args.quick else CASES
+    repeats = 3 if args.quick else args.repeats
+    peak = matmul_peak(clock, args.device)
+    print("matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()), flush=True)
+    top = max(peak.values())
+    rows = []
+    for name in args.layers:
+        for shape_name, kw in cases:
+            B, T, I, H = SHAPES[shape_name]
+            torch.manual_seed(0)
+            theirs = getattr(torch.nn, name)(I, H, **kw).to(args.device)
+            ours = getattr(rnn, name)(I, H, **kw).to(args.device)
+            ours.load_state_dict(theirs.state_dict())
+            x = torch.randn(T, B, I, device=args.device)
+            mem = fast.saved_bytes(ours, x) / fast.saved_bytes(theirs, x)
+            label = shape_name + "".join(f", {k}={v}" for k, v in kw.items())
+            for train in (True, False):
+                r = compare(runner(ours, x, train, args.device), runner(theirs, x, train, args.device),
+                            repeats=repeats, warmup=1, clock=clock)
+                gf = layer_flops(name, SHAPES[shape_name], kw, train) / 1e9
+                rows.append([name, label, "fwd+bwd" if train else "fwd (no_grad)", f"{r['ours_s'] * 1e3:.1f}",
+                             f"{r['ref_s'] * 1e3:.1f}", f"**{r['ratio']:.2f}**",
+                             f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}",
+                             f"{gf / r['ours_s'] / top:.0%}", f"{gf / r['ref_s'] / top:.0%}",
+                             f"{mem:.2f}" if train else ""])
+                print(" | ".join(rows[-1]), flush=True)
+    ref = "cuDNN" if args.device == "cuda" else "torch.nn"
+    body = (f"## Recurrent layers, fast path vs {ref} ({args.device})\n\n"
+            "Shapes (batch, length, input, hidden): a (128, 20, 10, 128), b (64, 400, 128, 128), "
+            "c (64, 100, 256, 512); float32, input without gradient. Ratio = ours / torch, median of "
+            f"{repeats} interleaved pairs after a warm-up; clock: {args.clock} "
+            f"({'process CPU time' if clock is time.process_time else 'wall'}), {args.threads} thread(s). "
+            f"% peak = FLOPs of the layer's matrix products / time / the best matmul peak measured here "
+            f"({', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peak.items())}). Saved = bytes saved for backward, "
+            "ours / torch.\n\n"
+            + markdown_table(["layer", "shape", "pass", "ours ms", f"{ref} ms", "ratio (median)", "ratio range",
+                              "ours % peak", f"{ref} % peak", "saved mem ratio"], rows)
+            + f"\n\nLSTM step loops: {'compiled (rnn/csrc/lstm.cpp)' if _cext.ops() else 'Python'}. "
+              f"CPU: {cpu_model()}. Load average when it finished: {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores (shared machine: absolute times are inflated, the ratios are the numbers).")
+    print(body)
+    if not args.no_write and not args.quick and args.layers == list(GATES):
+        tuned = "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 " \
+            if os.environ.get("MALLOC_MMAP_MAX_") == "0" else ""
+        write_section(f"rnn_speed_{args.device}", body, command=tuned + "python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""GAN experiments: one `train_gan` run by every experiment here; sweeps are variants over its config.
+
+    gan              one GAN (--set loss=vanilla|lsgan|wgan|mse unroll=K conditional=true dataset=...)
+    gan-compare      every variant on the same budget: one table, one figure of label histograms
+    wgan-clip-sweep  WGAN with c in 0.1, 0.01, 0.001, 0.0001
+    gan-d-g-ratio    D:G update ratio 1:1 against 5:2
+    cgan             conditional GAN: 3 samples per class, label accuracy
+    gan-interpolate  latent interpolation: 7 steps between two samples, 9 images per row
+
+Sweeps write each variant as a `gan` run directory of its own (`<run>/<variant>/`), so `scratchlab sample`
+works on a variant's directory, and on the sweep's directory it samples the variant named by `sample_from`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from scratchlab.data import registry
+from scratchlab.experiments import experiment, hook
+from scratchlab.gan import classifier as clf
+from scratchlab.gan import metrics as M
+from scratchlab.gan.nets import Discriminator, Generator, NetConfig
+from scratchlab.gan.trainer import GANTrainer, TrainerConfig
+from scratchlab.run import config as C
+from scratchlab.run import plots
+from scratchlab.run.rundir import RunDir
+from scratchlab.train import checkpoint
+from scratchlab.train.loop import Context, fit
+
+# Sweeps train several variants on the same data in one process: decompress each split once.
+load_data = functools.lru_cache(maxsize=4)(registry.load)
+
+# The WGAN paper's settings (Arjovsky et al. 2017, Algorithm 1): RMSprop, lr 5e-5, c = 0.01, n_critic = 5.
+WGAN_DEFAULTS = {"optimizer": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5, "clip": 0.01, "d_steps": 5}
+GAN_DEFAULTS = {"optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "clip": 0.0, "d_steps": 1}
+
+
+@dataclass
+class GANConfig:
+    dataset: str = "fashion-mnist"
+    loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "vanilla"
+    conditional: bool = False
+    unroll: int = 0
+    unroll_grad: bool = False
+    steps: int = 3000  # rounds: d_steps discriminator updates + g_steps generator updates each
+    batch_size: int = 64
+    d_steps: int | None = None  # None: 5 for wgan (n_critic), else 1
+    g_steps: int = 1
+    clip: float | None = None   # None: 0.01 for wgan, else no clipping
+    optimizer: Literal["adam", "rmsprop"] | None = None  # None: rmsprop for wgan, else adam
+    lr_g: float | None = None   # None: 5e-5 for wgan, else 2e-4
+    lr_d: float | None = None
+    latent: int = 100
+    n_train: int = 0            # 0: the whole train split
+    classifier: Literal["mlp", "cnn"] = "mlp"
+    classifier_epochs: int = 0  # 0: the default budget (classifier.RECIPES)
+    classifier_n_train: int = 0  # 0: the whole train split
+    n_eval: int = 3000          # samples judged at the end
+    eval_every: int = 500       # KL / Frechet curves on `eval_samples` samples
+    eval_samples: int = 1000
+
+
+def trainer_config(cfg: GANConfig) -> TrainerConfig:
+    """The loss's defaults (WGAN's or the usual Adam ones), then every field the config sets explicitly."""
+    base = WGAN_DEFAULTS if cfg.loss == "wgan" else GAN_DEFAULTS
+    picked = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else v) for k, v in base.items()}
+    return TrainerConfig(loss=cfg.loss, batch_size=cfg.batch_size, g_steps=cfg.g_steps, unroll=cfg.unroll,
+                         unroll_grad=cfg.unroll_grad, **picked)
+
+
+@dataclass
+class Judge:
+    """The evaluation classifier and the test set's features: shared by every variant of a sweep."""
+
+    model: clf.Classifier
+    info: dict[str, Any]
+    reference: np.ndarray  # test-set features (N, F)
+    floor: float           # Frechet distance between train and test features: what real data scores
+    n_classes: int
+
+
+def make_judge(cfg: GANConfig, ctx: Context) -> Judge:
+    model, info = clf.load_or_train(cfg.dataset, cfg.classifier, seed=0, epochs=cfg.classifier_epochs or None,
+                                    n_train=cfg.classifier_n_train or None, device=ctx.device)
+    train, test = load_data(cfg.dataset, "train"), load_data(cfg.dataset, "test")
+    reference = clf.features(model, test.images)
+    pick = np.random.default_rng(0).choice(len(train), min(cfg.n_eval, len(train)), replace=False)
+    floor = M.frechet_from_features(clf.features(model, train.images[pick]), reference)
+    return Judge(model, info, reference, floor, len(test.classes))
+
+
+def net_config(cfg: GANConfig, data: torch.Tensor, n_classes: int) -> NetConfig:
+    return NetConfig(latent=cfg.latent, channels=data.shape[1], image_size=data.shape[-1],
+                     n_classes=n_classes if cfg.conditional else 0)
+
+
+def write_run_config(run: RunDir, cfg: GANConfig, ctx: Context) -> None:
+    """config.json for a variant's own directory, as the runner writes it, so `sample` can rebuild it."""
+    run.write_json("config.json", {"experiment": "gan", "seed": ctx.seed, "device": str(ctx.device),
+                                   "quick": ctx.quick, "config": C.to_dict(cfg)})
+
+
+def fixed_grid_inputs(G: Generator, n: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    z = torch.randn(n, G.cfg.latent, generator=torch.Generator().manual_seed(1234))
+    y = M.conditional_labels(n, G.cfg.n_classes) if G.cfg.n_classes else None
+    return z, y
+
+
+@torch.no_grad()
+def save_grid(G: Generator, path: Path, title: str) -> None:
+    z, y = fixed_grid_inputs(G, 80 if G.cfg.n_classes else 64)
+    G.eval()
+    dev = next(G.parameters()).device
+    x = G(z.to(dev), None if y is None else y.to(dev))
+    G.train()
+    plots.image_grid(M.to_uint8(x), path, nrow=10 if G.cfg.n_classes else 8, title=title)
+
+
+def moving_average(records: list[dict[str, Any]], keys: list[str], window: int) -> list[dict[str, Any]]:
+    """Per-round GAN losses swing by 2x from batch to batch: plot the mean of the last `window` rounds."""
+    out, recent = [], {k: [] for k in keys}
+    for r in records:
+        row = {"step": r["step"]}
+        for k in keys:
+            if k in r:
+                recent[k] = (recent[k] + [r[k]])[-window:]
+                row[k] = sum(recent[k]) / len(recent[k])
+        out.append(row)
+    return out
+
+
+def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: str = "gan") -> dict[str, Any]:
+    """Train one GAN into ctx.run; figures, checkpoint and the measurements of `metrics.evaluate_generator`."""
+    run, dev = ctx.run, ctx.device
+    judge = judge or make_judge(cfg, ctx)
+    train = load_data(cfg.dataset, "train")
+    n = cfg.n_train or len(train)
+    data = clf.as_float_images(train.images[:n]).to(dev)  # (N, C, H, W) in [-1, 1]
+    labels = torch.as_tensor(train.labels[:n]).to(dev)
+    net = net_config(cfg, data, judge.n_classes)
+    tcfg = trainer_config(cfg)
+    G = Generator(net).to(dev)
+    D = Discriminator(net).to(dev) if cfg.loss != "mse" else None
+    trainer = GANTrainer(G, D, tcfg, data, labels if net.n_classes else None)
+    if not (ctx.resume and (run / "samples_start.png").exists()):
+        save_grid(G, run / "samples_start.png", f"{name}: step 0")
+
+    def step(i: int) -> dict[str, float]:
+        if i == cfg.steps // 2:
+            save_grid(G, run / "samples_middle.png", f"{name}: step {i}")
+        return trainer.step(i)
+
+    def evaluate(i: int) -> dict[str, float]:
+        ev = M.evaluate_generator(G, judge.model, judge.reference, n=cfg.eval_samples, n_classes=judge.n_classes)
+        return {k: v for k, v in ev.items() if k != "histogram"}
+
+    fit(step, cfg.steps, ctx, state=trainer.state(), eval_fn=evaluate, eval_every=cfg.eval_every,
+        monitor="none", desc=name, config={"net": dataclasses.asdict(net)})
+    save_grid(G, run / "samples_end.png", f"{name}: step {cfg.steps}")
+    window = max(1, cfg.steps // 100)
+    records = moving_average(run.metrics("train"), ["g_loss", "d_loss", "d_real", "d_fake"], window)
+    avg = f" (mean of {window} rounds)" if window > 1 else ""
+    plots.curves(records, ["g_loss", "d_loss"], run / "losses.png", title=f"{name}: losses{avg}")
+    if D is not None:
+        plots.curves(records, ["d_real", "d_fake"], run / "d_outputs.png", labels=["D(real)", "D(fake)"],
+                     title=f"{name}: mean D(x), D(G(z)){avg}")
+    plots.curves(run.metrics("eval"), ["kl_uniform"], run / "kl_curve.png", title=f"{name}: KL(labels || uniform)")
+    final = M.evaluate_generator(G, judge.model, judge.reference, n=cfg.n_eval, n_classes=judge.n_classes)
+    return {**final, "frechet_floor_train_vs_test": judge.floor, "steps": cfg.steps,
+            "d_updates": trainer.d_updates, "g_updates": trainer.g_updates,
+            "classifier": cfg.classifier, "classifier_test_accuracy": judge.info.get("test_accuracy"),
+            "data": train.source}
+
+
+def load_generator(run_dir: Path) -> Generator:
+    payload = checkpoint.load(Path(run_dir) / "checkpoint.pt")
+    net = payload["config"]["net"]
+    G = Generator(NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in net.items()}))
+    G.load_state_dict(payload["generator"])
+    return G.eval()
+
+
+def sample(run_dir: Path, n: int) -> dict[str, np.ndarray]:
+    """`scratchlab sample`: images uint8 (n, C, H, W); labels (n,) cycling through the classes if conditional."""
+    G = load_generator(run_dir)
+    labels = M.conditional_labels(n, G.cfg.n_classes) if G.cfg.n_classes else None
+    out = {"images": M.to_uint8(M.generate(G, n, labels=labels, generator=torch.Generator().manual_seed(0)))}
+    if labels is not None:
+        out["labels"] = labels.numpy()
+    return out
+
+
+QUICK = {"steps": 30, "n_train": 2000, "eval_every": 15, "eval_samples": 200, "n_eval": 300,
+         "classifier_epochs": 1, "classifier_n_train": 2000, "batch_size": 32}
+
+
+@experiment("gan", GANConfig, help="one GAN (loss=vanilla|lsgan|wgan|mse, unroll=K, conditional) judged by a "
+            "classifier: label KL, classes covered, Frechet distance", quick=QUICK)
+def gan(cfg: GANConfig, ctx: Context) -> dict[str, Any]:
+    return train_gan(cfg, ctx, name=f"gan ({cfg.loss}{', unroll ' + str(cfg.unroll) if cfg.unroll else ''})")
+
+
+hook("gan", "sample")(sample)
+
+
+# ---------------------------------------------------------------------------------------------- cgan, interpolate
+@dataclass
+class CGANConfig(GANConfig):
+    conditional: bool = True
+    steps: int = 4000
+
+
+@experiment("cgan", CGANConfig, help="conditional GAN (one-hot label into G and D): 3 samples per class, "
+            "label accuracy by the evaluation classifier", quick=QUICK)
+def cgan(cfg: CGANConfig, ctx: Context) -> dict[str, Any]:
+    summary = train_gan(cfg, ctx, name="cgan")
+    G = load_generator(ctx.run.path)
+    classes = load_data(cfg.dataset, "test").classes
+    labels = torch.arange(len(classes)).repeat_interleave(3)  # (3K,): 3 samples per class, one class per row
+    x = M.generate(G, len(labels), labels=labels, generator=torch.Generator().manual_seed(7))
+    plots.image_grid(M.to_uint8(x), ctx.run / "per_class.png", nrow=3, row_labels=classes,
+                     title="cgan: 3 per class")
+    return summary
+
+
+@dataclass
+class InterpolateConfig(GANConfig):
+    rows: int = 8   # pairs of samples
+    steps_between: int = 7
+
+
+@experiment("gan-interpolate", InterpolateConfig, help="latent interpolation: 7 steps between two samples "
+            "(9 images per row)", quick=QUICK)
+def gan_interpolate(cfg: InterpolateConfig, ctx: Context) -> dict[str, Any]:
+    summary = train_gan(cfg, ctx, name="gan-interpolate")
+    G = load_generator(ctx.run.path)
+    g = torch.Generator().manual_seed(11)
+    z0, z1 = torch.randn(cfg.rows, cfg.latent, generator=g), torch.randn(cfg.rows, cfg.latent, generator=g)
+    z = torch.cat([M.interpolate(a, b, cfg.steps_between) for a, b in zip(z0, z1, strict=True)])  # (rows*9, L)
+    y = M.conditional_labels(cfg.rows, G.cfg.n_classes).repeat_interleave(cfg.steps_between + 2) \
+        if G.cfg.n_classes else None
+    with torch.no_grad():
+        x = G(z, y)
+    plots.image_grid(M.to_uint8(x), ctx.run / "interpolation.png", nrow=cfg.steps_between + 2,
+                     title=f"linear interpolation in z: {cfg.steps_between} steps between two samples")
+    return summary
+
+
+for _name in ("cgan", "gan-interpolate"):
+    hook(_name, "sample")(sample)
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+def run_variants(base: GANConfig, variants: dict[str, dict[str, Any]], ctx: Context, title: str) -> dict[str, Any]:
+    """Train every variant (base config + overrides) into ctx.run/<variant>/ from the same seed; one table and
+    the comparison figures (label histograms, final samples, KL curves) in ctx.run."""
+    from scratchlab.train.loop import seed_everything
+
+    judge = make_judge(base, ctx)
+    results: dict[str, dict[str, Any]] = {}
+    for name, overrides in variants.items():
+        cfg = C.apply_overrides(base, overrides)
+        sub = RunDir(ctx.run / name)
+        if ctx.resume and (sub / "summary.json").exists():
+            results[name] = sub.read_json("summary.json")  # finished before the interruption
+            continue
+        write_run_config(sub, cfg, ctx)
+        seed_everything(ctx.seed)
+        results[name] = train_gan(cfg, dataclasses.replace(ctx, run=sub), judge, name)
+        sub.write_json("summary.json", results[name])
+    comparison_figures(results, ctx.run, title)
+    summary: dict[str, Any] = {"frechet_floor_train_vs_test": judge.floor,
+                               "classifier_test_accuracy": judge.info.get("test_accuracy")}
+    for name, r in results.items():
+        for key in ("frechet", "kl_uniform", "classes_covered", "label_accuracy", "g_updates", "d_updates"):
+            if key in r:
+                summary[f"{name}.{key}"] = r[key]
+    return summary
+
+
+def comparison_figures(results: dict[str, dict[str, Any]], run: RunDir, title: str) -> None:
+    plt = plots.plt
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], names, strict=True):
+        r = results[name]
+        ax.bar(range(len(r["histogram"])), r["histogram"])
+        ax.axhline(1 / len(r["histogram"]), color="k", lw=0.8, ls="--")  # the uniform share
+        ax.set(title=f"{name}\nKL {r['kl_uniform']:.3f}", xlabel="predicted class", xticks=range(10))
+    axes[0][0].set_ylabel("fraction of samples")
+    fig.suptitle(f"{title}: predicted labels of generated samples")
+    plots.save(fig, run / "label_histograms.png")
+    grids = [M.to_uint8(M.generate(load_generator(run / n), 10, generator=torch.Generator().manual_seed(3),
+                                   labels=torch.arange(10) if "label_accuracy" in results[n] else None))
+             for n in names]
+    plots.image_grid(np.concatenate(grids), run / "final_samples.png", nrow=10, row_labels=names,
+                     title=f"{title}: final samples")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in names:
+        recs = RunDir(run / name).metrics("eval")
+        ax.plot([r["step"] for r in recs], [r["kl_uniform"] for r in recs], marker="o", label=name)
+    ax.set(title=f"{title}: KL(labels || uniform) during training", xlabel="step", ylabel="nats")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    plots.save(fig, run / "kl_curves.png")
+
+
+def sample_variant(run_dir: Path, n: int) -> dict[str, np.ndarray]:
+    """Sweeps: sample from the variant named by the config's `sample_from` (each variant is also a `gan` run)."""
+    cfg = RunDir(run_dir).read_json("config.json")["config"]
+    return sample(Path(run_dir) / str(cfg["sample_from"]), n)
+
+
+def _base(**kw: Any):
+    return dataclasses.field(default_factory=lambda: GANConfig(**kw))
+
+
+SWEEP_QUICK = {f"base.{k}": v for k, v in QUICK.items()}
+
+
+@dataclass
+class CompareConfig:
+    base: GANConfig = _base(steps=1500)
+    unroll: int = 3  # k of the unrolled variant
+    variants: tuple[str, ...] = ("vanilla", "lsgan", "wgan", "mse", "unrolled", "cgan")
+    sample_from: str = "vanilla"
+
+
+@experiment("gan-compare", CompareConfig, help="vanilla, LSGAN, WGAN, MSE, unrolled and conditional GANs on the "
+            "same budget: Frechet distance, label KL, classes covered, cGAN label accuracy", quick=SWEEP_QUICK)
+def gan_compare(cfg: CompareConfig, ctx: Context) -> dict[str, Any]:
+    table = {"vanilla": {}, "lsgan": {"loss": "lsgan"}, "wgan": {"loss": "wgan"}, "mse": {"loss": "mse"},
+             "unrolled": {"unroll": cfg.unroll}, "cgan": {"conditional": True}}
+    unknown = set(cfg.variants) - set(table)
+    if unknown:
+        raise ValueError(f"gan-compare: unknown variants {sorted(unknown)}; known: {list(table)}")
+    summary = run_variants(cfg.base, {v: table[v] for v in cfg.variants}, ctx, "gan-compare")
+    return {"budget": f"{cfg.base.steps} rounds of batch {cfg.base.batch_size} per variant", **summary}
+
+
+@dataclass
+class ClipSweepConfig:
+    base: GANConfig = _base(loss="wgan", steps=1000)
+    clips: tuple[float, ...] = (0.1, 0.01, 0.001, 0.0001)
+    sample_from: str = "c0.01"
+
+
+@experiment("wgan-clip-sweep", ClipSweepConfig, help="WGAN weight clipping c in 0.1, 0.01, 0.001, 0.0001",
+            quick=SWEEP_QUICK)
+def wgan_clip_sweep(cfg: ClipSweepConfig, ctx: Context) -> dict[str, Any]:
+    return run_variants(cfg.base, {f"c{c:g}": {"clip": c} for c in cfg.clips}, ctx, "wgan-clip-sweep")
+
+
+@dataclass
+class RatioConfig:
+    base: GANConfig = _base(steps=2000)
+    sample_from: str = "5to2"
+
+
+@experiment("gan-d-g-ratio", RatioConfig, help="discriminator:generator updates 1:1 against 5:2, the same "
+            "number of generator updates", quick=SWEEP_QUICK)
+def gan_d_g_ratio(cfg: RatioConfig, ctx: Context) -> dict[str, Any]:
+    variants = {"1to1": {"d_steps": 1, "g_steps": 1},
+                "5to2": {"d_steps": 5, "g_steps": 2, "steps": max(1, cfg.base.steps // 2)}}
+    return run_variants(cfg.base, variants, ctx, "gan-d-g-ratio")
+
+
+for _name in ("gan-compare", "wgan-clip-sweep", "gan-d-g-ratio"):
+    hook(_name, "sample")(sample_variant)

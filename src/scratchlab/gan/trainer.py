@@ -1,0 +1,172 @@
+"""One adversarial trainer for every variant: the loss is a registry entry, the rest are knobs.
+
+One `step` is a round of `d_steps` discriminator (critic) updates followed by `g_steps` generator updates:
+
+    for d_steps:  x ~ data, z ~ N(0, I)          L_D = loss.d_loss(D(x), D(G(z)))   (G(z) detached)
+                  D <- opt_D(D, dL_D/dD);  if clip > 0: every D weight <- clamp(w, -c, c)   (WGAN)
+    for g_steps:  z ~ N(0, I)                    L_G = loss.g_loss(D_k(G(z)))
+                  G <- opt_G(G, dL_G/dG)
+
+D_k is D itself when `unroll == 0`; otherwise a copy of D advanced `unroll` more discriminator updates
+(Metz et al. 2016), so G answers the discriminator's next moves rather than its current one. The real D is
+never touched by the unrolling. With `unroll_grad`, the copy's updates are differentiable SGD steps
+(theta_{i+1} = theta_i - unroll_lr * dL_D/dtheta_i, through torch.func.functional_call) and G's gradient flows
+through them (the paper's second-order surrogate); without it the copy takes D's own optimiser steps (Adam state
+included) and G sees only the final parameters (first order, cheaper).
+
+Conditional models (n_classes > 0) draw fake labels uniformly and pass them to G and D; real batches carry
+their labels. The MSE "GAN" has no D: G regresses its samples onto data batches.
+D:G ratios: 1:1 is d_steps = g_steps = 1; the 5:2 ratio is d_steps = 5, g_steps = 2; WGAN's n_critic = d_steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from scratchlab.gan.losses import LOSSES
+from scratchlab.gan.nets import Discriminator, Generator
+
+
+@dataclass
+class TrainerConfig:
+    loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "vanilla"
+    optimizer: Literal["adam", "rmsprop"] = "adam"  # WGAN: rmsprop (momentum-based optimisers destabilise it)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5  # Adam's beta1 = 0.5 (DCGAN): the default 0.9 oscillates in adversarial training
+    batch_size: int = 64
+    d_steps: int = 1    # discriminator (critic) updates per round: WGAN's n_critic
+    g_steps: int = 1    # generator updates per round
+    clip: float = 0.0   # WGAN weight clipping c; 0 = none
+    unroll: int = 0     # k: G trains against D advanced k steps
+    unroll_grad: bool = False  # backpropagate through the unrolled steps (differentiable SGD)
+    unroll_lr: float = 0.01    # SGD step of the differentiable unrolling
+
+
+def make_optimizer(params, cfg: TrainerConfig, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, 0.999))
+
+
+class GANTrainer:
+    """Holds G, D, their optimisers and the data; `step(i)` runs one round and returns floats for `fit`.
+
+    data: float (N, C, H, W) in [-1, 1] on the training device; labels: int64 (N,) or None.
+    """
+
+    def __init__(self, G: Generator, D: Discriminator | None, cfg: TrainerConfig, data: torch.Tensor,
+                 labels: torch.Tensor | None = None):
+        self.G, self.D, self.cfg, self.data, self.labels = G, D, cfg, data, labels
+        self.loss = LOSSES[cfg.loss]
+        if self.loss.discriminator and D is None:
+            raise ValueError(f"loss {cfg.loss!r} needs a discriminator")
+        if G.cfg.n_classes and labels is None:
+            raise ValueError("conditional generator: the trainer needs the data's labels")
+        self.opt_g = make_optimizer(G.parameters(), cfg, cfg.lr_g)
+        self.opt_d = make_optimizer(D.parameters(), cfg, cfg.lr_d) if self.loss.discriminator else None
+        self.d_updates = self.g_updates = 0
+
+    def state(self) -> dict[str, object]:
+        """What `fit` checkpoints (and restores on --resume)."""
+        s = {"generator": self.G, "opt_g": self.opt_g}
+        if self.opt_d is not None:
+            s |= {"discriminator": self.D, "opt_d": self.opt_d}
+        return s
+
+    # ------------------------------------------------------------------ batches
+    def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = torch.randint(len(self.data), (self.cfg.batch_size,), device=self.data.device)
+        return self.data[idx], None if self.labels is None else self.labels[idx]
+
+    def fake_labels(self) -> torch.Tensor | None:
+        k = self.G.cfg.n_classes
+        if not k:
+            return None
+        return torch.randint(k, (self.cfg.batch_size,), device=self.data.device)
+
+    def fake_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y = self.fake_labels()
+        return self.G(self.G.sample_latent(self.cfg.batch_size, like=self.data), y), y
+
+    # ------------------------------------------------------------------ updates
+    def d_loss(self, D: Callable[..., torch.Tensor], detach: bool = True) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor]:
+        x, y = self.real_batch()
+        with torch.set_grad_enabled(not detach and torch.is_grad_enabled()):
+            fake, yf = self.fake_batch()  # no graph through G unless the unrolling differentiates through it
+        d_real, d_fake = D(x, y), D(fake, yf)
+        return self.loss.d_loss(d_real, d_fake), d_real, d_fake
+
+    def d_update(self, D: Discriminator, opt: torch.optim.Optimizer) -> tuple[torch.Tensor, ...]:
+        """One discriminator/critic step on `D` with `opt` (the real D, or the unrolled copy)."""
+        loss, d_real, d_fake = self.d_loss(D)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if self.cfg.clip > 0:
+            self.clip_(D)
+        return loss, d_real, d_fake
+
+    @torch.no_grad()
+    def clip_(self, D: nn.Module) -> None:
+        for p in D.parameters():
+            p.clamp_(-self.cfg.clip, self.cfg.clip)
+
+    def unrolled(self) -> Callable[..., torch.Tensor]:
+        """D advanced `unroll` steps, as a callable (x, y) -> scores; the real D and its optimiser stay as they are."""
+        k = self.cfg.unroll
+        if not self.cfg.unroll_grad:
+            D = copy.deepcopy(self.D)
+            opt = make_optimizer(D.parameters(), self.cfg, self.cfg.lr_d)
+            # deepcopy: load_state_dict keeps Adam's `step` tensors shared, and the copy's steps would advance them
+            opt.load_state_dict(copy.deepcopy(self.opt_d.state_dict()))
+            for _ in range(k):
+                self.d_update(D, opt)
+            return D
+        # Differentiable: parameters become functions of D's and (through the fakes) of G's parameters.
+        params = dict(self.D.named_parameters())
+        for _ in range(k):
+            loss, _, _ = self.d_loss(lambda x, y, p=params: functional_call(self.D, p, (x, y)), detach=False)
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            params = {n: p - self.cfg.unroll_lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
+            if self.cfg.clip > 0:
+                params = {n: p.clamp(-self.cfg.clip, self.cfg.clip) for n, p in params.items()}
+        return lambda x, y: functional_call(self.D, params, (x, y))
+
+    def g_update(self) -> torch.Tensor:
+        if not self.loss.discriminator:
+            x, _ = self.real_batch()
+            fake, _ = self.fake_batch()
+            loss = self.loss.g_loss(fake, x)
+        else:
+            D = self.unrolled() if self.cfg.unroll else self.D
+            fake, y = self.fake_batch()
+            loss = self.loss.g_loss(D(fake, y))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return loss
+
+    def step(self, i: int = 0) -> dict[str, float]:
+        """One round: d_steps discriminator updates, then g_steps generator updates."""
+        out: dict[str, float] = {}
+        if self.loss.discriminator:
+            for _ in range(self.cfg.d_steps):
+                d_loss, d_real, d_fake = self.d_update(self.D, self.opt_d)
+                self.d_updates += 1
+            with torch.no_grad():
+                out |= {"d_loss": d_loss.item(), "d_real": self.loss.score(d_real).mean().item(),
+                        "d_fake": self.loss.score(d_fake).mean().item()}
+        for _ in range(self.cfg.g_steps):
+            g_loss = self.g_update()
+            self.g_updates += 1
+        out["g_loss"] = g_loss.item()
+        return out

@@ -1,0 +1,91 @@
+"""The compiled LSTM step loops (rnn/csrc/lstm.cpp through rnn/_cext.py) against torch.nn.LSTM, and the fallback.
+
+fast.lstm_direction takes the compiled loops whenever they build; these tests make sure they are the ones compared
+(with torch.nn.LSTM's outputs, final states and gradients, float32 to 1e-5 and float64 to 1e-10, both run orders,
+oneDNN's products and at::mm's), at a hidden size wide enough for the vectorised body of the gate loops and not
+only its remainder, and that the Python loops still take over, with one warning, when the extension cannot be
+built. The build (about 15 s) happens here if `make setup` has not done it.
+"""
+
+import os
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from scratchlab.rnn import _cext, fast
+from scratchlab.rnn._gemm import use_onednn
+from test_rnn_fast import compare_direction
+
+WIDE = (7, 5, 9, 40)  # length, batch, input, hidden: 40 = two 16-wide vectors + a remainder of 8
+
+
+@pytest.fixture
+def compiled():
+    """The compiled operators; fails (rather than skips) when a compiler and ninja are present but the build fails."""
+    if shutil.which("c++") is None or shutil.which("ninja") is None:
+        pytest.skip("no C++ compiler or ninja: the Python step loops are the ones in use")
+    if os.environ.get("SCRATCHLAB_NO_CEXT", "") not in ("", "0"):
+        pytest.skip("SCRATCHLAB_NO_CEXT is set: the Python step loops are the ones in use")
+    ops = _cext.ops()
+    assert ops is not None, "the compiled LSTM step loops failed to build (see the warning)"
+    return ops
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_compiled_equals_torch(compiled, monkeypatch, reverse, dtype):
+    calls = []
+    monkeypatch.setattr(fast, "_compiled", lambda x: calls.append(x.dtype) or compiled)
+    compare_direction("lstm", dtype, reverse, sizes=WIDE)
+    assert calls == [dtype, dtype]  # forward and backward both ran compiled
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_python_loops_equal_torch(monkeypatch, reverse, dtype):
+    """The Python step loops stay proven as well: they run where the extension does not build, and on CUDA."""
+    monkeypatch.setattr(fast, "_compiled", lambda x: None)
+    compare_direction("lstm", dtype, reverse, sizes=WIDE)
+
+
+@pytest.mark.skipif(not use_onednn(torch.zeros(1)), reason="oneDNN matmul not available in this torch build")
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_compiled_with_atmm_products_equals_torch(compiled):
+    """float32 with oneDNN switched off: the compiled loops' at::mm products."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        compare_direction("lstm", torch.float32, reverse=False, sizes=WIDE)
+
+
+def test_compiled_propagates_nan(compiled):
+    """A NaN input gives NaN outputs from that step on, as in torch (the fast-math flags keep NaN semantics)."""
+    L, N, I, H = WIDE  # noqa: N806
+    x = torch.randn(L, N, I)
+    x[2, 0, 0] = float("nan")
+    w = [torch.randn(4 * H, I) * 0.1, torch.randn(4 * H, H) * 0.1, torch.zeros(4 * H), torch.zeros(4 * H)]
+    with torch.no_grad():
+        out, h, c = fast.lstm_direction(x, torch.zeros(N, H), torch.zeros(N, H), *w)
+    assert not out[:2].isnan().any()
+    assert out[2:, 0].isnan().all() and h[0].isnan().all() and c[0].isnan().all()
+    assert not out[:, 1:].isnan().any()
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch):
+    def broken(verbose=False):
+        raise RuntimeError("Error building extension 'scratchlab_lstm'")
+    monkeypatch.setattr(_cext, "build", broken)
+    monkeypatch.setattr(_cext, "_state", {})
+    monkeypatch.delenv("SCRATCHLAB_NO_CEXT", raising=False)
+    with pytest.warns(RuntimeWarning, match="compiled LSTM step loops unavailable .*using the Python loops"):
+        assert _cext.ops() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # no second warning, no second build
+        assert _cext.ops() is None
+        compare_direction("lstm", torch.float64, reverse=True, sizes=WIDE)
+
+
+def test_environment_switch_turns_it_off(monkeypatch):
+    monkeypatch.setattr(_cext, "_state", {})
+    monkeypatch.setenv("SCRATCHLAB_NO_CEXT", "1")
+    assert _cext.ops() is None

@@ -1,0 +1,95 @@
+"""The sequence experiments end to end. References: the palindrome's known answer (the first digit), Python's `+`
+over every 8-bit pair for the hand-set adder, and torch.nn.LSTM for the memorise curves."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlab import rnn
+from scratchlab.cli import main
+from scratchlab.experiments._recurrent import RecurrentNet, set_gate_bias
+from scratchlab.runner import run_experiment
+
+
+def run_quick(name: str, *sets: str, files=("config.json", "metrics.jsonl", "summary.json", "checkpoint.pt")):
+    args = ["run", name, "--quick", "--out", name, "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    run = Path(name)
+    for f in files:
+        assert (run / f).exists(), f"{name}: {f} missing"
+    assert list(run.glob("*.png")), f"{name}: no figure"
+    return run, json.loads((run / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_lstm_solves_palindrome_T10():
+    """The issue's learning test: an LSTM reaches >= 99% on 10,000 test palindromes of length 10."""
+    _, s = run_experiment("palindrome", {"model": "lstm", "length": 10, "hidden": 32, "batch": 64,
+                                         "optimizer": "adam", "lr": 1e-2, "gate_bias": 1.0, "min_length": 2,
+                                         "steps": 600, "eval_every": 50, "eval_size": 1000, "test_size": 10000},
+                          seed=0, out="lstm-T10", progress=False)
+    assert s["test_size"] == 10000 and s["test_accuracy"] >= 0.99, s
+
+
+def test_palindrome_quick_run_directory():
+    run, s = run_quick("palindrome", "model=gru", "encoding=value")
+    assert s["model"] == "gru" and 0.0 <= s["test_accuracy"] <= 1.0 and s["steps"] == 60
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [e["step"] for e in evals] == [19, 39, 59] and all("accuracy" in e for e in evals)
+
+
+def test_palindrome_bad_min_length_is_named(capsys):
+    assert main(["run", "palindrome", "--quick", "--set", "min_length=1", "--out", "bad"]) == 1
+    assert "min_length must be 0 (off) or in 2..length=10, got 1" in capsys.readouterr().err
+
+
+def test_palindrome_sweep_quick_runs_each_setting_in_its_own_directory():
+    run, s = run_quick("palindrome-sweep", "models=(rnn,gru)", files=("config.json", "metrics.jsonl", "summary.json"))
+    assert s["runs"] == 4 and s["workers"] == 2
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted((r["model"], r["length"]) for r in records) == [("gru", 5), ("gru", 8), ("rnn", 5), ("rnn", 8)]
+    for m in ("rnn", "gru"):
+        for t in (5, 8):
+            sub = json.loads((run / f"{m}-T{t}-seed0" / "summary.json").read_text())
+            assert sub["model"] == m and sub["length"] == t
+            assert s[f"{m}_T{t}"] == pytest.approx(sub["test_accuracy"])  # one seed: the mean is the run
+            cfg = json.loads((run / f"{m}-T{t}-seed0" / "config.json").read_text())["config"]
+            assert cfg["optimizer"] == "adam" and cfg["min_length"] == 2  # the recipe reached every run
+            assert cfg["gate_bias"] == (1.0 if m == "gru" else None)  # a plain RNN has no gate to open
+            assert (run / f"{m}-T{t}-seed0" / "checkpoint.pt").exists()
+    assert (run / "table.md").read_text().count("|") > 10
+
+
+def test_binary_addition_hand_set_adder_is_exact_on_every_8_bit_pair():
+    _, s = run_quick("binary-addition")
+    assert s["adder_pairs"] == 65536 and s["adder_exact_accuracy"] == 1.0  # checked against Python's +
+    for m in ("rnn", "lstm"):
+        assert 0.0 <= s[f"{m}_exact_accuracy_32bit"] <= s[f"{m}_bit_accuracy_32bit"] <= 1.0
+
+
+def test_memorise_our_lstm_follows_torch_lstm():
+    run, s = run_quick("memorise")
+    # Same weights, same data, same optimiser: the curves may only differ by float32 rounding.
+    assert s["max_loss_difference_first_20_steps"] < 1e-5, s  # measured: 5e-7
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["loss_ours"] == pytest.approx(records[0]["loss_torch"], abs=1e-5)
+    assert records[-1]["loss_ours"] < records[0]["loss_ours"] / 2  # it learned something
+    assert len(s["reconstruction_ours"]) == len(s["reconstruction_torch"]) == s["length"]
+
+
+def test_gate_bias_opens_the_memory_gate_only():
+    lstm = rnn.LSTM(3, 4, num_layers=2)
+    before = {k: v.clone() for k, v in lstm.state_dict().items()}
+    set_gate_bias(lstm, "lstm", 2.0)
+    for layer in (0, 1):
+        b_ih, b_hh = lstm.state_dict()[f"bias_ih_l{layer}"], lstm.state_dict()[f"bias_hh_l{layer}"]
+        assert torch.equal(b_ih[4:8] + b_hh[4:8], torch.full((4,), 2.0))  # forget gate: block 2 of i|f|g|o
+        for k in (f"bias_ih_l{layer}", f"bias_hh_l{layer}"):
+            keep = torch.cat([before[k][:4], before[k][8:]])
+            assert torch.equal(torch.cat([lstm.state_dict()[k][:4], lstm.state_dict()[k][8:]]), keep)
+    with pytest.raises(ValueError, match="gated model"):
+        RecurrentNet("rnn", 3, 4, 2, gate_bias=1.0)
