@@ -43,4 +43,3 @@ def test_sweep_writes_variants_and_samples_from_one(tmp_path):
     assert out["images"].shape == (5, 1, 28, 28) and "labels" not in out
     assert main(["sample", "r/1to1", "--n", "3", "--out", "t.npz"]) == 0  # a variant is a `gan` run itself
     assert np.load("t.npz")["images"].dtype == np.uint8
-
