@@ -59,3 +59,21 @@ def test_learns_real_digits_and_caches(monkeypatch):
     assert info2["test_accuracy"] == info["test_accuracy"]
     assert np.array_equal(C.predict(again, test.images), C.predict(model, test.images))
     assert C.evaluate(again, test.images, test.labels) == pytest.approx(info["test_accuracy"])
+
+
+def test_mlp_standardises_with_the_training_statistics():
+    """The MLP's first map is (x - mean) / std with the training images' mean and std (in [-1, 1] units), fixed:
+    checked against numpy on the raw pixels, and on a float input in [-1, 1] (what a generator gives)."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(40, 8, 8), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=40)
+    model, _ = C.train_classifier(images, labels, "mlp", epochs=1, batch_size=20, n_classes=3)
+    scaled = images.astype(np.float64) / 127.5 - 1
+    mean, std = scaled.mean(), scaled.std(ddof=1)
+    layer = next(m for m in model.modules() if isinstance(m, C.Standardize))
+    assert layer.mean.item() == pytest.approx(mean, rel=1e-5) and layer.std.item() == pytest.approx(std, rel=1e-5)
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    expected = (x.double().flatten(1) - mean) / std
+    torch.testing.assert_close(layer(x.flatten(1)).double(), expected, rtol=1e-5, atol=1e-5)
+    assert not any(p is layer.mean or p is layer.std for p in model.parameters()), "not trained"
+    assert {"body.1.mean", "body.1.std"} <= set(model.state_dict()), "saved with the model (the cache keeps them)"

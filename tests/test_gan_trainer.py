@@ -151,3 +151,62 @@ def test_learns_a_2d_mixture(loss):
         near = nearest.values < 0.15
         assert near.float().mean() > 0.7, near.float().mean()
         assert len(nearest.indices[near].unique()) >= 3
+
+
+def test_ema_is_the_hand_computed_running_average_of_g():
+    """G_ema after each generator update = beta_n * previous + (1 - beta_n) * G, beta_n = min(beta, (1+n)/(10+n)),
+    computed here in float64 from snapshots of G; BatchNorm buffers copied; part of the checkpointed state."""
+    beta = 0.3  # small, so the warm-up (0.18, 0.25 for n = 1, 2) and the cap (n >= 3) both apply
+    t = make(TrainerConfig(ema=beta, g_steps=2, batch_size=8))
+    expected = {n: p.detach().double().clone() for n, p in t.G.named_parameters()}
+    n = 0
+    for i in range(5):
+        before = {k: p.detach().clone() for k, p in t.G.named_parameters()}
+        snapshots: list[dict[str, torch.Tensor]] = []
+        handle = t.opt_g.register_step_post_hook(
+            lambda opt, a, k, s=snapshots: s.append({k2: p.detach().double().clone()
+                                                      for k2, p in t.G.named_parameters()}))
+        t.step(i)
+        handle.remove()
+        assert len(snapshots) == 2
+        for snap in snapshots:
+            n += 1
+            b = min(beta, (1 + n) / (10 + n))
+            expected = {k: b * expected[k] + (1 - b) * snap[k] for k in expected}
+        assert any(not torch.equal(before[k], p) for k, p in t.G.named_parameters()), "G moved"
+    assert n == 10
+    for k, p in t.G_ema.named_parameters():
+        torch.testing.assert_close(p.double(), expected[k], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(p, dict(t.G.named_parameters())[k]), "the average lags G"
+    for be, b in zip(t.G_ema.buffers(), t.G.buffers(), strict=True):
+        assert torch.equal(be, b)
+    assert t.sampler is t.G_ema and t.state()["generator_ema"] is t.G_ema
+    assert make(TrainerConfig()).sampler is not None and "generator_ema" not in make(TrainerConfig()).state()
+    with pytest.raises(ValueError, match="ema"):
+        make(TrainerConfig(ema=1.0))
+
+
+def test_ema_survives_a_checkpoint_round_trip(tmp_path):
+    """4 rounds in one go equal 2 rounds, save `state()`, a fresh trainer restored from it, 2 more rounds: the
+    moving average is checkpointed and its update count continues from the round index."""
+    from scratchlab.train import checkpoint
+
+    cfg = TrainerConfig(ema=0.9, batch_size=8)
+    full = make(cfg)
+    for i in range(4):
+        full.step(i)
+    half = make(cfg)
+    for i in range(2):
+        half.step(i)
+    checkpoint.save(tmp_path / "c.pt", **half.state())
+    rng = torch.get_rng_state()
+    resumed = make(cfg)  # the same data; weights scrambled below: everything must come from the checkpoint
+    with torch.no_grad():
+        for p in (*resumed.G.parameters(), *resumed.G_ema.parameters(), *resumed.D.parameters()):
+            p.normal_()
+    checkpoint.restore(checkpoint.load(tmp_path / "c.pt"), restore_rng=False, **resumed.state())
+    torch.set_rng_state(rng)
+    for i in range(2, 4):
+        resumed.step(i)
+    for (name, a), b in zip(full.G_ema.state_dict().items(), resumed.G_ema.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)

@@ -49,6 +49,7 @@ class GANConfig:
     conditional: bool = False
     unroll: int = 0
     unroll_grad: bool = False
+    ema: float = 0.0            # > 0: sample and judge a moving average of G's weights with this decay
     steps: int = 3000  # rounds: d_steps discriminator updates + g_steps generator updates each
     batch_size: int = 64
     d_steps: int | None = None  # None: 5 for wgan (n_critic), else 1
@@ -72,7 +73,7 @@ def trainer_config(cfg: GANConfig) -> TrainerConfig:
     base = WGAN_DEFAULTS if cfg.loss == "wgan" else GAN_DEFAULTS
     picked = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else v) for k, v in base.items()}
     return TrainerConfig(loss=cfg.loss, batch_size=cfg.batch_size, g_steps=cfg.g_steps, unroll=cfg.unroll,
-                         unroll_grad=cfg.unroll_grad, **picked)
+                         unroll_grad=cfg.unroll_grad, ema=cfg.ema, **picked)
 
 
 @dataclass
@@ -154,16 +155,17 @@ def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: st
 
     def step(i: int) -> dict[str, float]:
         if i == cfg.steps // 2:
-            save_grid(G, run / "samples_middle.png", f"{name}: step {i}")
+            save_grid(trainer.sampler, run / "samples_middle.png", f"{name}: step {i}")
         return trainer.step(i)
 
     def evaluate(i: int) -> dict[str, float]:
-        ev = M.evaluate_generator(G, judge.model, judge.reference, n=cfg.eval_samples, n_classes=judge.n_classes)
+        ev = M.evaluate_generator(trainer.sampler, judge.model, judge.reference, n=cfg.eval_samples,
+                                  n_classes=judge.n_classes)
         return {k: v for k, v in ev.items() if k != "histogram"}
 
     fit(step, cfg.steps, ctx, state=trainer.state(), eval_fn=evaluate, eval_every=cfg.eval_every,
         monitor="none", desc=name, config={"net": dataclasses.asdict(net)})
-    save_grid(G, run / "samples_end.png", f"{name}: step {cfg.steps}")
+    save_grid(trainer.sampler, run / "samples_end.png", f"{name}: step {cfg.steps}")
     window = max(1, cfg.steps // 100)
     records = moving_average(run.metrics("train"), ["g_loss", "d_loss", "d_real", "d_fake"], window)
     avg = f" (mean of {window} rounds)" if window > 1 else ""
@@ -172,7 +174,8 @@ def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: st
         plots.curves(records, ["d_real", "d_fake"], run / "d_outputs.png", labels=["D(real)", "D(fake)"],
                      title=f"{name}: mean D(x), D(G(z)){avg}")
     plots.curves(run.metrics("eval"), ["kl_uniform"], run / "kl_curve.png", title=f"{name}: KL(labels || uniform)")
-    final = M.evaluate_generator(G, judge.model, judge.reference, n=cfg.n_eval, n_classes=judge.n_classes)
+    final = M.evaluate_generator(trainer.sampler, judge.model, judge.reference, n=cfg.n_eval,
+                                 n_classes=judge.n_classes)
     return {**final, "frechet_floor_train_vs_test": judge.floor, "steps": cfg.steps,
             "d_updates": trainer.d_updates, "g_updates": trainer.g_updates,
             "classifier": cfg.classifier, "classifier_test_accuracy": judge.info.get("test_accuracy"),
@@ -180,10 +183,11 @@ def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: st
 
 
 def load_generator(run_dir: Path) -> Generator:
+    """The checkpoint's generator to sample: its moving average (`ema`) when it was trained with one."""
     payload = checkpoint.load(Path(run_dir) / "checkpoint.pt")
     net = payload["config"]["net"]
     G = Generator(NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in net.items()}))
-    G.load_state_dict(payload["generator"])
+    G.load_state_dict(payload.get("generator_ema", payload["generator"]))
     return G.eval()
 
 
@@ -213,11 +217,13 @@ hook("gan", "sample")(sample)
 # ---------------------------------------------------------------------------------------------- cgan, interpolate
 @dataclass
 class CGANConfig(GANConfig):
-    # LSGAN conditions better than the vanilla loss here: label accuracy 0.80 against 0.76 after 4000 rounds,
-    # 0.84 after 8000 (docs/gan.md).
+    # LSGAN conditions better than the vanilla loss here: label accuracy 0.80 against 0.76 after 4000 rounds.
+    # Sampling the moving average of G's weights: 0.884 after 8000 rounds against 0.840 for G itself, and 0.907
+    # after 16000 (docs/gan.md).
     loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "lsgan"
     conditional: bool = True
-    steps: int = 8000
+    steps: int = 16000
+    ema: float = 0.999
 
 
 @experiment("cgan", CGANConfig, help="conditional GAN (one-hot label into G and D): 3 samples per class, "

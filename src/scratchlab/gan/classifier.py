@@ -2,7 +2,9 @@
 
 Two architectures, both `body` (features) + `head` (logits):
 
-    mlp: the discriminator's architecture with 10 outputs: flatten -> 512 -> 256 (LeakyReLU 0.2) -> n_classes
+    mlp: the discriminator's architecture with 10 outputs: flatten -> standardise -> 512 -> 256 (LeakyReLU 0.2)
+         -> n_classes; standardise is a fixed affine map (x - mean) / std with the training set's pixel mean and
+         std (buffers, set by `train_classifier`), so generator outputs in [-1, 1] get the same map as data
     cnn: conv3x3(32) -> BN -> ReLU -> maxpool2 -> conv3x3(64) -> BN -> ReLU -> maxpool2 -> 128 (ReLU) -> n_classes
 
 `features(model, x)` is the penultimate layer (256 for mlp, 128 for cnn), used for the Frechet distance.
@@ -32,6 +34,18 @@ from scratchlab.gan.nets import NetConfig, mlp
 Arch = Literal["mlp", "cnn"]
 
 
+class Standardize(nn.Module):
+    """x -> (x - mean) / std with one scalar mean and std (buffers: saved, not trained)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("std", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class Classifier(nn.Module):
     """x (N, C, H, W) in [-1, 1] -> logits (N, n_classes); `body(x)` gives the penultimate features."""
 
@@ -43,15 +57,18 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
 
-def build_classifier(arch: Arch, in_channels: int, image_size: int, n_classes: int = 10) -> Classifier:
-    spec = {"arch": arch, "in_channels": in_channels, "image_size": image_size, "n_classes": n_classes}
+def build_classifier(arch: Arch, in_channels: int, image_size: int, n_classes: int = 10,
+                     dropout: float = 0.0) -> Classifier:
+    """`dropout` (mlp only) after each hidden LeakyReLU (no parameters: still the discriminator's layers)."""
+    spec = {"arch": arch, "in_channels": in_channels, "image_size": image_size, "n_classes": n_classes,
+            "dropout": dropout}
     if arch == "mlp":
         hidden = NetConfig().d_hidden  # (512, 256): the discriminator's layers
         layers = mlp([in_channels * image_size**2, *hidden])
-        # Dropout after each LeakyReLU (no parameters: still the discriminator's layers); worth ~1 point here.
-        layers = [m for layer in layers for m in ([layer, nn.Dropout(0.2)] if isinstance(layer, nn.LeakyReLU)
-                                                  else [layer])]
-        body = nn.Sequential(nn.Flatten(), *layers)
+        if dropout:
+            layers = [m for layer in layers for m in ([layer, nn.Dropout(dropout)]
+                                                      if isinstance(layer, nn.LeakyReLU) else [layer])]
+        body = nn.Sequential(nn.Flatten(), Standardize(), *layers)
         return Classifier(body, nn.Linear(hidden[-1], n_classes), spec)
     if arch == "cnn":
         if image_size % 4:
@@ -121,7 +138,7 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
                      lr: float = 1e-3, optimizer: Literal["adam", "sgd"] = "adam", seed: int = 0,
                      device: torch.device | None = None, n_classes: int = 10,
                      test: tuple[Any, Any] | None = None, flip: bool = False,
-                     label_smoothing: float = 0.0) -> tuple[Classifier, dict[str, Any]]:
+                     label_smoothing: float = 0.0, dropout: float = 0.0) -> tuple[Classifier, dict[str, Any]]:
     """Adam or SGD with momentum 0.9, the learning rate decaying to zero over `epochs` (cosine);
     returns (model in eval mode, info).
 
@@ -136,7 +153,11 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_classifier(arch, x.shape[1], x.shape[-1], n_classes)
+        model = build_classifier(arch, x.shape[1], x.shape[-1], n_classes, dropout)
+        for m in model.modules():
+            if isinstance(m, Standardize):  # the training set's statistics, fixed from here on
+                m.mean.fill_(x.mean().item())
+                m.std.fill_(x.std().item())
         if device is not None:
             model.to(device)
         dev = _device_of(model)
@@ -163,25 +184,33 @@ def train_classifier(images: Any, labels: Any, arch: Arch, *, epochs: int = 10, 
     model.eval()
     info: dict[str, Any] = {**model.spec, "epochs": epochs, "n_train": len(x), "seed": seed, "flip": flip,
                             "optimizer": optimizer, "lr": lr, "label_smoothing": label_smoothing,
+                            "batch_size": batch_size,
                             "train_seconds": round(time.perf_counter() - t0, 1), "final_batch_loss": loss.item()}
     if test is not None:
         info["test_accuracy"] = evaluate(model, *test)
     return model, info
 
 
-# Fashion-MNIST test accuracy of the MLP: Adam 30 epochs 89.48% (this recipe); Adam 15 epochs without dropout or
-# flips 89.50%; SGD + momentum 0.9, lr 0.05, 20 epochs 88.99%. CNN: 92.31% at 10 epochs, 91.97% at 8.
-RECIPES = {"mlp": {"epochs": 30, "optimizer": "adam", "lr": 1e-3},
+# Fashion-MNIST test accuracy of the MLP (standardised inputs, the recipe below): 90.26%; the same with 30 epochs
+# and no label smoothing 89.93%, 15 epochs without it 89.83%, with flips 89.69%, with dropout 0.2 89.57%, with
+# both 89.20%. Before the input standardisation (pixels in [-1, 1]): Adam 30 epochs, dropout and flips 89.48%.
+# CNN: 92.31% at 10 epochs, 91.97% at 8.
+RECIPES = {"mlp": {"epochs": 15, "optimizer": "sgd", "lr": 0.05, "batch_size": 100, "label_smoothing": 0.1},
            "cnn": {"epochs": 10, "optimizer": "adam", "lr": 1e-3}}
 FLIP_DATASETS = {"fashion-mnist"}  # left-right mirroring keeps a garment's class; it would not keep a digit's
+FLIP_ARCHS = {"cnn"}  # the MLP scores higher without flips (above)
 # Per architecture; bump when an architecture or its recipe changes: old cached files are then not used.
-CACHE_VERSION = {"mlp": 2, "cnn": 3}
+CACHE_VERSION = {"mlp": 3, "cnn": 3}
+
+
+def _flips(dataset: str, arch: Arch) -> bool:
+    return dataset in FLIP_DATASETS and arch in FLIP_ARCHS
 
 
 def cache_path(dataset: str, arch: Arch, seed: int, epochs: int, n_train: int | None) -> Any:
     from scratchlab.data.download import cache_dir
 
-    flip = "-flip" if dataset in FLIP_DATASETS else ""
+    flip = "-flip" if _flips(dataset, arch) else ""
     name = f"{dataset}-{arch}-v{CACHE_VERSION[arch]}-seed{seed}-e{epochs}-n{n_train or 'all'}{flip}.pt"
     return cache_dir() / "classifiers" / name
 
@@ -202,14 +231,15 @@ def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None
     if path.exists():
         payload = checkpoint.load(path)
         spec = payload["info"]
-        model = build_classifier(arch, spec["in_channels"], spec["image_size"], spec["n_classes"])
+        model = build_classifier(arch, spec["in_channels"], spec["image_size"], spec["n_classes"],
+                                 spec.get("dropout", 0.0))
         model.load_state_dict(payload["model"])
         if device is not None:
             model.to(device)
         return model.eval(), {**spec, "cached": str(path)}
     train, test = registry.load(dataset, "train"), registry.load(dataset, "test")
     x, y = train.images[:n_train], train.labels[:n_train]
-    model, info = train_classifier(x, y, arch, **recipe, seed=seed, device=device, flip=dataset in FLIP_DATASETS,
+    model, info = train_classifier(x, y, arch, **recipe, seed=seed, device=device, flip=_flips(dataset, arch),
                                    n_classes=len(train.classes), test=(test.images, test.labels))
     info["source"] = train.source
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,16 @@ included) and G sees only the final parameters (first order, cheaper).
 Conditional models (n_classes > 0) draw fake labels uniformly and pass them to G and D; real batches carry
 their labels. The MSE "GAN" has no D: G regresses its samples onto data batches.
 D:G ratios: 1:1 is d_steps = g_steps = 1; the 5:2 ratio is d_steps = 5, g_steps = 2; WGAN's n_critic = d_steps.
+
+EMA (`ema` = decay beta > 0): a copy G_ema of the generator follows G's weights as an exponential moving average,
+updated after every generator step n = 1, 2, ... (counted from the round index, so --resume continues it):
+
+    beta_n = min(beta, (1 + n) / (10 + n))        (warm-up, as TensorFlow's ExponentialMovingAverage: early
+    theta_ema <- beta_n * theta_ema + (1 - beta_n) * theta    averages do not sit on the random initialisation)
+
+and G_ema's buffers (BatchNorm running statistics) are copied from G. G_ema is what is sampled and judged
+(`sampler`): averaging damps the swing of G from round to round (Yazici et al. 2019). It is part of `state()`,
+so --resume keeps it.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ class TrainerConfig:
     unroll: int = 0     # k: G trains against D advanced k steps
     unroll_grad: bool = False  # backpropagate through the unrolled steps (differentiable SGD)
     unroll_lr: float = 0.01    # SGD step of the differentiable unrolling
+    ema: float = 0.0    # decay of the moving average of G's weights that is sampled; 0 = none (sample G itself)
 
 
 def make_optimizer(params, cfg: TrainerConfig, lr: float) -> torch.optim.Optimizer:
@@ -73,13 +84,32 @@ class GANTrainer:
         self.opt_g = make_optimizer(G.parameters(), cfg, cfg.lr_g)
         self.opt_d = make_optimizer(D.parameters(), cfg, cfg.lr_d) if self.loss.discriminator else None
         self.d_updates = self.g_updates = 0
+        if not 0 <= cfg.ema < 1:
+            raise ValueError(f"ema: expected a decay in [0, 1), got {cfg.ema}")
+        self.G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema > 0 else None
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator to sample and judge: the moving average when `ema` is set, else G."""
+        return self.G if self.G_ema is None else self.G_ema
 
     def state(self) -> dict[str, object]:
         """What `fit` checkpoints (and restores on --resume)."""
         s = {"generator": self.G, "opt_g": self.opt_g}
+        if self.G_ema is not None:
+            s["generator_ema"] = self.G_ema
         if self.opt_d is not None:
             s |= {"discriminator": self.D, "opt_d": self.opt_d}
         return s
+
+    @torch.no_grad()
+    def ema_update(self, n: int) -> None:
+        """theta_ema <- beta_n theta_ema + (1 - beta_n) theta after generator update n >= 1; buffers copied."""
+        beta = min(self.cfg.ema, (1 + n) / (10 + n))
+        for pe, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            pe.lerp_(p, 1 - beta)
+        for be, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            be.copy_(b)
 
     # ------------------------------------------------------------------ batches
     def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -156,7 +186,8 @@ class GANTrainer:
         return loss
 
     def step(self, i: int = 0) -> dict[str, float]:
-        """One round: d_steps discriminator updates, then g_steps generator updates."""
+        """Round `i` (0-based; it numbers the EMA updates): d_steps discriminator updates, then g_steps generator
+        updates."""
         out: dict[str, float] = {}
         if self.loss.discriminator:
             for _ in range(self.cfg.d_steps):
@@ -165,8 +196,10 @@ class GANTrainer:
             with torch.no_grad():
                 out |= {"d_loss": d_loss.item(), "d_real": self.loss.score(d_real).mean().item(),
                         "d_fake": self.loss.score(d_fake).mean().item()}
-        for _ in range(self.cfg.g_steps):
+        for j in range(self.cfg.g_steps):
             g_loss = self.g_update()
             self.g_updates += 1
+            if self.G_ema is not None:
+                self.ema_update(i * self.cfg.g_steps + j + 1)
         out["g_loss"] = g_loss.item()
         return out
