@@ -136,3 +136,13 @@ def test_threads_option_sets_torch_threads(toy_registered):
         assert json.load(open("t/meta.json"))["torch_threads"] == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_resume_with_more_steps_extends_the_run(toy_registered):
+    """Reference: one uninterrupted 30-step run; 15 steps, then resumed with steps=30, must match it."""
+    main(["run", "toy", "--out", "full"])
+    main(["run", "toy", "--out", "short", "--set", "steps=15"])
+    assert main(["run", "toy", "--out", "short", "--resume", "--set", "steps=30"]) == 0
+    full, short = json.load(open("full/summary.json")), json.load(open("short/summary.json"))
+    assert short["weight"] == pytest.approx(full["weight"], abs=1e-6)
+    assert json.load(open("short/config.json"))["config"]["steps"] == 30

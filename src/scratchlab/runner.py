@@ -39,7 +39,9 @@ def run_experiment(name: str, overrides: list[str] | dict[str, Any] = (), *, qui
         saved = run.read_json("config.json")
         if saved.get("experiment") != name:
             raise ValueError(f"{run.path}/config.json: experiment is {saved.get('experiment')!r}, not {name!r}")
-        cfg, seed, quick = C.from_dict(exp.config, saved["config"]), saved["seed"], saved["quick"]
+        # The saved config wins; `--set` on a resume changes only what it names (e.g. steps=N extends a run).
+        cfg = C.apply_overrides(C.from_dict(exp.config, saved["config"]), overrides)
+        seed, quick = saved["seed"], saved["quick"]
     else:
         cfg = build_config(name, overrides, quick)
         run = RunDir(out) if out is not None else RunDir.create(name)
