@@ -4,7 +4,10 @@ fast.lstm_direction takes the compiled loops whenever they build; these tests ma
 (with torch.nn.LSTM's outputs, final states and gradients, float32 to 1e-5 and float64 to 1e-10, both run orders,
 oneDNN's products and at::mm's), at a hidden size wide enough for the vectorised body of the gate loops and not
 only its remainder, and that the Python loops still take over, with one warning, when the extension cannot be
-built. The build (about 15 s) happens here if `make setup` has not done it.
+built. Where the build has the packed AVX-512 kernel (float32, hidden a multiple of 16), it is compared at sizes
+that leave remainders in every tiling loop: batch rows past the last full 6-row tile, backward panels narrower than
+4 x 16 units, an input width that is not a multiple of 16, no bias. The build (about 15 s) happens here if
+`make setup` has not done it.
 """
 
 import os
@@ -19,6 +22,8 @@ from scratchlab.rnn._gemm import use_onednn
 from test_rnn_fast import compare_direction
 
 WIDE = (7, 5, 9, 40)  # length, batch, input, hidden: 40 = two 16-wide vectors + a remainder of 8
+# packed kernel: batch 13 = 6 + 6 + 1 rows; hidden 80 = backward panels of 64 + 16 units; 48 = one panel of 48
+PACKED = [(6, 13, 9, 80), (5, 7, 3, 48), (3, 6, 16, 16)]
 
 
 @pytest.fixture
@@ -40,6 +45,69 @@ def test_compiled_equals_torch(compiled, monkeypatch, reverse, dtype):
     monkeypatch.setattr(fast, "_compiled", lambda x: calls.append(x.dtype) or compiled)
     compare_direction("lstm", dtype, reverse, sizes=WIDE)
     assert calls == [dtype, dtype]  # forward and backward both ran compiled
+
+
+@pytest.fixture
+def packed(compiled, monkeypatch):
+    """The compiled operators where this build has the packed kernel; records which step kernel each call took."""
+    if not compiled.packed_available():
+        pytest.skip("this build of the extension has no packed kernel (no AVX-512)")
+    kernels = []
+    real = fast._step_kernel
+
+    def spy(ops, x, H):  # noqa: N803
+        kernel = real(ops, x, H)
+        kernels.append(kernel[0])
+        return kernel
+    monkeypatch.setattr(fast, "_step_kernel", spy)
+    return kernels
+
+
+@pytest.mark.parametrize("sizes", PACKED)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_packed_kernel_equals_torch(packed, reverse, sizes):
+    compare_direction("lstm", torch.float32, reverse, sizes=sizes)
+    assert packed == [2, 2]  # forward and backward both took the packed kernel
+
+
+def test_packed_kernel_without_bias_equals_torch(packed):
+    compare_direction("lstm", torch.float32, reverse=False, bias=False, sizes=PACKED[0])
+    assert packed == [2, 2]
+
+
+def test_packed_kernel_is_not_used_where_it_does_not_apply(packed):
+    """Hidden sizes that are not a multiple of 16, and float64, take the library products."""
+    compare_direction("lstm", torch.float32, reverse=False, sizes=WIDE)
+    compare_direction("lstm", torch.float64, reverse=False, sizes=PACKED[0])
+    assert packed == [1 if use_onednn(torch.zeros(1)) else 0] * 2 + [0, 0]
+
+
+def test_packed_kernel_inference_equals_torch(packed):
+    """Under no_grad the packed forward skips the stores only the backward reads; outputs and states stay equal."""
+    L, N, I, H = PACKED[0]  # noqa: N806
+    m = torch.nn.LSTM(I, H)
+    x, h0, c0 = torch.randn(L, N, I), torch.randn(1, N, H), torch.randn(1, N, H)
+    with torch.no_grad():
+        want = m(x, (h0, c0))
+        out, h, c = fast.lstm_direction(x, h0[0], c0[0], m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
+    for a, b in [(out, want[0]), (h, want[1][0][0]), (c, want[1][1][0])]:
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert packed == [2]
+
+
+def test_packed_kernel_rejects_what_it_cannot_do(packed):
+    """The operator checks its inputs rather than reading past them."""
+    ops = _cext.ops()
+    T, B, I, H = 2, 3, 5, 24  # noqa: N806  (24: not a multiple of 16)
+    x, w_ih, w_hh = torch.randn(T, B, I), torch.randn(4 * H, I), torch.randn(4 * H, H)
+    bufs = [torch.empty(T, B, 4 * H)] + [torch.zeros(T + 1, B, H) for _ in range(3)]
+    with pytest.raises(RuntimeError, match="H a multiple of 16"):
+        ops.forward_packed(x, w_ih, None, w_hh, *bufs, False, True)
+    H = 32  # noqa: N806
+    bufs = [torch.empty(T, B, 4 * H)] + [torch.zeros(T + 1, B, H) for _ in range(3)]
+    with pytest.raises(RuntimeError, match="not pack16"):
+        ops.forward_packed(x, fast.pack16(torch.randn(4 * H, I + 1)), None, fast.pack16(torch.randn(4 * H, H)),
+                           *bufs, False, True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

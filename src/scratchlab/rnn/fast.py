@@ -20,6 +20,8 @@ allocated from the input (`x.new_empty`), so the same code runs on CUDA (with cu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -111,6 +113,21 @@ def _compiled(x: Tensor):
     return _cext.ops() if x.is_cpu and x.dtype in (torch.float32, torch.float64) else None
 
 
+def pack16(w: Tensor) -> Tensor:
+    """w (N, K) with N a multiple of 16 as the compiled packed kernel reads it: N/16 panels of 16 rows, each
+    transposed, (N/16, K, 16), so that one k of 16 consecutive output columns is one 64-byte vector."""
+    n, k = w.shape
+    return w.reshape(n // 16, 16, k).transpose(1, 2).contiguous()
+
+
+def _step_kernel(ops, x: Tensor, H: int) -> tuple[int, Callable]:
+    """(kernel, pack) for the compiled loops' step products: 2 = the packed AVX-512 kernel (float32, H a multiple
+    of 16, a build with AVX-512), else 1 = oneDNN's matmul or 0 = at::mm, as csrc/lstm.cpp's `Kernel`."""
+    if x.dtype == torch.float32 and H % 16 == 0 and ops.packed_available():
+        return 2, lambda w, m: pack16(w)
+    return int(use_onednn(x)), gemms(x)[1]
+
+
 def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse, keep=True):
     """Forward of all steps, weights in (o,i,f,g) order with g scaled by 2.
 
@@ -119,13 +136,17 @@ def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse, keep=True):
     """
     linear, pack = gemms(x)
     B, H = h0.shape
-    G = _proj(linear, x, w_ih, b)                            # x_t W_ih^T + b_ih + b_hh for every t, (T, B, 4H)
-    w_hh = pack(w_hh, B)
     Hs, Cs, TC = _states(x, h0, reverse), _states(x, c0, reverse), x.new_empty(x.shape[0] + 1, B, H)
     ops = _compiled(x)
-    if ops is not None:                                      # the same steps, each one product + one fused loop
-        ops.forward(G, Hs, Cs, TC, w_hh, reverse, use_onednn(x), keep)
+    if ops is not None and _step_kernel(ops, x, H)[0] == 2:  # one register tile per step: b + x_t W_ih^T + h W_hh^T
+        G = x.new_empty(x.shape[0], B, 4 * H) if keep else x.new_empty(0)
+        ops.forward_packed(x, pack16(w_ih), b, pack16(w_hh), G, Hs, Cs, TC, reverse, keep)
         return G, Hs, Cs, TC
+    G = _proj(linear, x, w_ih, b)                            # x_t W_ih^T + b_ih + b_hh for every t, (T, B, 4H)
+    if ops is not None:                                      # the same steps, each one product + one fused loop
+        ops.forward(G, Hs, Cs, TC, pack(w_hh, B), reverse, use_onednn(x), keep)
+        return G, Hs, Cs, TC
+    w_hh = pack(w_hh, B)
     one, two = _constants(x)
     Hl, Cl, TCl, Gl = Hs.unbind(0), Cs.unbind(0), TC.unbind(0), G.unbind(0)
     O, I, F, Gg = _gate_views(G, H)
@@ -166,17 +187,19 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False):
     dG_t = local_t * (dh_t, dc_t, dc_t, dc_t)."""
     linear, pack = gemms(Hs)
     T, B, H = gout.shape
-    w_hh_t = pack(w_hh.t(), B)                               # (H, 4H): a w^T = dG_t W_hh
     ops = _compiled(Hs)
     if ops is not None:                                      # the same steps, each one product + one fused loop
+        kernel, pack = _step_kernel(ops, Hs, H)
+        w_hh_t = pack(w_hh.t(), B)                           # (H, 4H): a w^T = dG_t W_hh
         last = 0 if reverse else T - 1
         gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
         if dh_n is not None:
             gout[last] += dh_n
         dc = dc_n.clone(memory_format=torch.contiguous_format) if dc_n is not None else Hs.new_zeros(B, H)
         dG, db = Hs.new_empty(T, B, 4 * H), Hs.new_zeros(4 * H if need_db else 0, dtype=torch.float64)
-        dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, use_onednn(Hs))
+        dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, kernel)
         return dG, dh0, dc, (db.to(Hs.dtype) if need_db else None)
+    w_hh_t = pack(w_hh.t(), B)                               # (H, 4H): a w^T = dG_t W_hh
     block = max(1, min(T, (1 << 19) // (B * 4 * H)))         # steps per block of local derivatives (~2 MB)
     dG, A = Hs.new_empty(T, B, 4 * H), Hs.new_empty(block, B, H)
     dGo, dGifg = dG[..., :H].unbind(0), dG[..., H:].view(T, B, 3, H).unbind(0)

@@ -15,11 +15,17 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <utility>
+#include <vector>
 #include <bit>
 #include <type_traits>
 #include <cmath>
 #include <optional>
 #include <string_view>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -59,22 +65,26 @@ inline T fast_exp(T x) {
 template <typename T>
 inline T sigmoid(T a) { return T(1) / (T(1) + fast_exp(-a)); }
 
-// One forward step on n = B*H cells. g: the step's (B, 4H) gates (pre-activations in, activations out if Keep),
-// y: the step's product h_{t-1} W_hh^T (B, 4H), c0: c_{t-1}; writes c_t, h_t and, if Keep, tanh(c_t) (B, H).
-// Keep = false (inference) skips the stores only the backward reads.
-template <typename T, bool Keep>
-void forward_step(T* g, const T* y, const T* c0, T* c1, T* tc, T* h, int64_t B, int64_t H) {
-  for (int64_t b = 0; b < B; ++b) {
+// Forward of a block of cells: `rows` batch rows by `units` hidden units of one step. g: the step's gates at the
+// block's first cell (row stride 4H, gate stride H; pre-activations in, activations out if Keep); y: the recurrent
+// product h_{t-1} W_hh^T for the same cells (row stride ys, gate stride yg); c0 = c_{t-1}, c1 = c_t, tc = tanh(c_t)
+// and h = h_t at the block's first cell (row stride H). Keep = false (inference) skips the stores only the
+// backward reads. AddG = false: the pre-activations are all in y and g is only written. The whole step is one block (y from a library product); the packed kernel below calls it per tile.
+template <typename T, bool Keep, bool AddG = true>
+inline void forward_block(T* g, const T* y, int64_t ys, int64_t yg, const T* c0, T* c1, T* tc, T* h, int64_t rows,
+                          int64_t units, int64_t H) {
+  const auto pre = [](T gv, T yv) { if constexpr (AddG) return gv + yv; else return yv; };
+  for (int64_t b = 0; b < rows; ++b) {
     T* gb = g + b * 4 * H;
-    const T* yb = y + b * 4 * H;
+    const T* yb = y + b * ys;
     const int64_t s = b * H;
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < units; ++j) {
       // (o, i, f) = sigmoid(pre), g = tanh(pre_g) = 2 sigmoid(2 pre_g) - 1 (the 2 is in the weights)
-      const T o = sigmoid(gb[j] + yb[j]);
-      const T i = sigmoid(gb[H + j] + yb[H + j]);
-      const T f = sigmoid(gb[2 * H + j] + yb[2 * H + j]);
-      const T gg = T(2) * sigmoid(gb[3 * H + j] + yb[3 * H + j]) - T(1);
+      const T o = sigmoid(pre(gb[j], yb[j]));
+      const T i = sigmoid(pre(gb[H + j], yb[yg + j]));
+      const T f = sigmoid(pre(gb[2 * H + j], yb[2 * yg + j]));
+      const T gg = T(2) * sigmoid(pre(gb[3 * H + j], yb[3 * yg + j])) - T(1);
       // c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)
       const T c = f * c0[s + j] + i * gg;
       const T t = T(2) * sigmoid(T(2) * c) - T(1);
@@ -84,22 +94,25 @@ void forward_step(T* g, const T* y, const T* c0, T* c1, T* tc, T* h, int64_t B, 
   }
 }
 
-// One backward step. g: the step's activated gates, go: dL/dh_t from the output, y: dG_{t+1} W_hh (zeros for
-// the last step), dc: dL/dc_t on entry (the cell path from step t+1), dL/dc_{t-1} through the cell path on exit;
-// writes dG_t, the gradient of the (unscaled) pre-activations, and adds its column sums to dbias (4H, in double,
-// when not null): the bias gradient sum_t sum_b dG_t, taken while dG_t is in cache rather than in a pass over dG.
+// Backward of a block of cells (layouts as forward_block's). g: the step's activated gates, go: dL/dh_t from the
+// output, y: dG_{t+1} W_hh for the block (row stride ys; zeros for the last step), dc: dL/dc_t on entry (the cell
+// path from step t+1), dL/dc_{t-1} through the cell path on exit; writes dG_t, the gradient of the (unscaled)
+// pre-activations, and adds its column sums to dbias (gate stride H, when not null): the step's part of the bias
+// gradient sum_t sum_b dG_t, taken while dG_t is in cache rather than in a pass over dG (the caller adds each
+// step's part to a float64 total: float32 sums over B rows, float64 over the steps).
 template <typename T>
-void backward_step(const T* g, const T* go, const T* y, T* dc, const T* c0, const T* tc, T* dg, double* dbias,
-                   int64_t B, int64_t H) {
-  for (int64_t b = 0; b < B; ++b) {
+inline void backward_block(const T* g, const T* go, const T* y, int64_t ys, T* dc, const T* c0, const T* tc, T* dg,
+                           T* dbias, int64_t rows, int64_t units, int64_t H) {
+  for (int64_t b = 0; b < rows; ++b) {
     const T* gb = g + b * 4 * H;
+    const T* yb = y + b * ys;
     T* db = dg + b * 4 * H;
     const int64_t s = b * H;
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < units; ++j) {
       const T o = gb[j], i = gb[H + j], f = gb[2 * H + j], gg = gb[3 * H + j], t = tc[s + j];
       // dh_t = dL/dh_t (output) + dG_{t+1} W_hh;  dc_t += dh_t o (1 - tanh(c_t)^2)
-      const T d = go[s + j] + y[s + j];
+      const T d = go[s + j] + yb[j];
       const T c = dc[s + j] + d * o * (T(1) - t * t);
       // s' = s (1 - s), tanh' = 1 - g^2: dG = (dh tanh(c) o', dc g i', dc c_{t-1} f', dc i g')
       db[j] = d * t * o * (T(1) - o);
@@ -110,11 +123,126 @@ void backward_step(const T* g, const T* go, const T* y, T* dc, const T* c0, cons
       dc[s + j] = c * f;
     }
     if (dbias) {
+      for (int64_t q = 0; q < 4; ++q) {
 #pragma omp simd
-      for (int64_t j = 0; j < 4 * H; ++j) dbias[j] += db[j];
+        for (int64_t j = 0; j < units; ++j) dbias[q * H + j] += db[q * H + j];
+      }
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------- packed kernel
+// The step products without a library call: on a float32 CPU with AVX-512 and H a multiple of 16, each step's
+// product is computed here in register tiles and the gate math runs on each tile while it is in L1, so a step
+// pays neither the library's per-call cost (~9 us through the dispatcher) nor a second pass over (B, 4H).
+//
+// Weights come as `pack16(w)` (fast.py): w (N, K) cut into N/16 panels of 16 rows, each stored transposed,
+// (N/16, K, 16), so that a tile reads 16 consecutive output columns of one k as one 64-byte vector. A tile is MR
+// rows of the left operand by NV panels (16 NV columns), MR x NV accumulators (at most 6 x 4 = 24 of AVX-512's 32
+// vector registers); the NV panels of a tile may lie anywhere in the packed weight (a base and a stride), so the
+// forward takes the o, i, f, g panels of the same 16 hidden units as one tile and finishes those cells at once.
+#if defined(__AVX512F__)
+#define SCRATCHLAB_PACKED 1
+constexpr int kMR = 6, kNV = 4;
+
+// One operand of a tile product: rows of a (row stride lda, K columns) times the panels p + c ps, each (K, 16).
+struct Operand {
+  const float* a;
+  int64_t lda;
+  const float* p;
+  int64_t ps, K;
+};
+
+// out (MR, 64, row stride 64) <- bias + x.a x.p + y.a y.p, for NV panels; bias: NV vectors at bias + c bs, or null
+// for zero; y.K = 0 for a single operand.
+template <int MR, int NV>
+void tile_product(const Operand& x, const Operand& y, const float* bias, int64_t bs, float* out) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 4
+  for (int c = 0; c < NV; ++c) {
+    const __m512 b = bias ? _mm512_loadu_ps(bias + c * bs) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) acc[r][c] = b;
+  }
+  for (const Operand* o : {&x, &y}) {
+    const float *a = o->a, *p = o->p;
+    const int64_t lda = o->lda, ps = o->ps;
+    for (int64_t k = 0; k < o->K; ++k) {
+      __m512 w[NV];
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) w[c] = _mm512_loadu_ps(p + c * ps + k * 16);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const __m512 v = _mm512_set1_ps(a[r * lda + k]);
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_fmadd_ps(v, w[c], acc[r][c]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + r * 64 + c * 16, acc[r][c]);
+}
+
+using TileFn = void (*)(const Operand&, const Operand&, const float*, int64_t, float*);
+
+template <int NV, int... MR>
+constexpr std::array<TileFn, sizeof...(MR)> tile_row(std::integer_sequence<int, MR...>) {
+  return {&tile_product<MR + 1, NV>...};
+}
+
+// tile(mr, nv): the kernel for mr rows (1..kMR) and nv panels (1..kNV).
+TileFn tile(int64_t mr, int64_t nv) {
+  using Rows = std::make_integer_sequence<int, kMR>;
+  static const std::array<std::array<TileFn, kMR>, kNV> table = {tile_row<1>(Rows{}), tile_row<2>(Rows{}),
+                                                                 tile_row<3>(Rows{}), tile_row<4>(Rows{})};
+  return table[nv - 1][mr - 1];
+}
+
+// One forward step with the input projection inside: x (B, I) = x_t, h (B, H) = h_{t-1}; wx = pack16(W_ih)
+// (4H/16, I, 16), wh = pack16(W_hh) (4H/16, H, 16), bias (4H) or null; g (B, 4H) receives the activated gates when
+// Keep; c0, c1, tc, h1 as forward_block's for the whole step. Tiles: the o, i, f, g panels of 16 units by kMR rows.
+template <bool Keep>
+void packed_forward_step(const float* x, int64_t I, const float* wx, const float* bias, float* g, const float* h,
+                         const float* wh, const float* c0, float* c1, float* tc, float* h1, int64_t B, int64_t H) {
+  alignas(64) float out[kMR * 64];
+  for (int64_t u = 0; u < H; u += 16) {
+    for (int64_t r = 0; r < B; r += kMR) {
+      const int64_t mr = std::min<int64_t>(kMR, B - r), s = r * H + u;
+      // the o, i, f, g panels of units u..u+15 lie H/16 panels apart
+      const Operand xo{x + r * I, I, wx + (u / 16) * I * 16, (H / 16) * I * 16, I};
+      const Operand ho{h + r * H, H, wh + (u / 16) * H * 16, (H / 16) * H * 16, H};
+      tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, H, out);
+      forward_block<float, Keep, false>(Keep ? g + r * 4 * H + u : nullptr, out, 64, 16, c0 + s, c1 + s, tc + s, h1 + s, mr, 16, H);
+    }
+  }
+}
+
+// a (M, K) w^T with w = pack16 of an (N, K) matrix, tile by tile: `fin(r, mr, u, nv, tile)` takes each (mr rows of
+// 16 nv columns from row r, column u; row stride 64); `pre(r, mr, u, nv)` runs before each tile's product (to
+// prefetch what fin will read: the product hides the memory latency).
+template <typename Pre, typename Fin>
+void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_t N, Pre pre, Fin fin) {
+  alignas(64) float out[kMR * 64];
+  const Operand none{nullptr, 0, nullptr, 0, 0};
+  for (int64_t u = 0; u < N; u += 16 * kNV) {
+    const int64_t nv = std::min<int64_t>(kNV, (N - u) / 16);
+    for (int64_t r = 0; r < M; r += kMR) {
+      const int64_t mr = std::min<int64_t>(kMR, M - r);
+      pre(r, mr, u, nv);
+      tile(mr, nv)(Operand{a + r * K, K, w + (u / 16) * K * 16, K * 16, K}, none, nullptr, 0, out);
+      fin(r, mr, u, nv, static_cast<const float*>(out));
+    }
+  }
+}
+
+// Prefetch rows x bytes from p (row stride in floats) into L2, a cache line at a time.
+inline void prefetch_rows(const float* p, int64_t rows, int64_t stride, int64_t bytes) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + r * stride) + b, _MM_HINT_T1);
+}
+#endif
 
 // The steps in the order the forward runs them: (t, slot read, slot written).
 struct Slot { int64_t t, rd, wr; };
@@ -122,8 +250,26 @@ Slot slot(int64_t k, int64_t T, bool reverse) {
   return reverse ? Slot{T - 1 - k, T - k, T - 1 - k} : Slot{k, k, k + 1};
 }
 
-void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bool reverse, bool onednn,
-                  bool keep) {
+// How the step products are made: at::mm, oneDNN's matmul (w in its packed layout), or the packed kernel above
+// (w = pack16(...)). fast.py picks; `packed_available` says whether this build has the packed kernel.
+enum Kernel : int64_t { kAtMm = 0, kOneDnn = 1, kPacked = 2 };
+
+bool packed_available() {
+#ifdef SCRATCHLAB_PACKED
+  return true;
+#else
+  return false;
+#endif
+}
+
+void check_packed(const Tensor& G, int64_t H, const Tensor& w) {
+  TORCH_CHECK(packed_available(), "lstm: this build has no packed kernel (needs AVX-512)");
+  TORCH_CHECK(G.scalar_type() == at::kFloat && H % 16 == 0 && w.is_contiguous() && w.dim() == 3 && w.size(2) == 16,
+              "lstm: the packed kernel needs float32, H a multiple of 16 and a pack16 weight, got ", G.scalar_type(),
+              ", H = ", H, ", weight ", w.sizes());
+}
+
+void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bool reverse, bool onednn, bool keep) {
   const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
   TORCH_CHECK(G.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && TC.is_contiguous(),
               "lstm_forward: buffers must be contiguous");
@@ -133,35 +279,124 @@ void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bo
     for (int64_t k = 0; k < T; ++k) {
       const Slot s = slot(k, T, reverse);
       const Tensor y = linear(Hs[s.rd], w, onednn).contiguous();  // h_{t-1} W_hh^T, (B, 4H)
-      auto step = keep ? forward_step<scalar_t, true> : forward_step<scalar_t, false>;
-      step(g + s.t * 4 * n, y.data_ptr<scalar_t>(), c + s.rd * n, c + s.wr * n, tc + s.wr * n, h + s.wr * n, B, H);
+      auto step = keep ? forward_block<scalar_t, true> : forward_block<scalar_t, false>;
+      step(g + s.t * 4 * n, y.data_ptr<scalar_t>(), 4 * H, H, c + s.rd * n, c + s.wr * n, tc + s.wr * n,
+           h + s.wr * n, B, H, H);
     }
   });
 }
 
+// The forward with the packed kernel, the input projection inside each step: x (T, B, I), wx = pack16(W_ih),
+// bias (4H) or undefined, wh = pack16(W_hh) (weights in fast.py's (o, i, f, g) order with g scaled by 2); Hs, Cs,
+// TC (T+1, B, H) as lstm_forward's; G (T, B, 4H) receives the activated gates when keep (else it is not touched and
+// may be empty).
+void lstm_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
+                         Tensor G, Tensor Hs, Tensor Cs, Tensor TC, bool reverse, bool keep) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), n = B * H;
+  check_packed(Hs, H, wh);
+  check_packed(Hs, H, wx);
+  TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && TC.is_contiguous() &&
+              x.scalar_type() == at::kFloat && (!keep || G.is_contiguous()), "lstm_forward_packed: buffers must be "
+              "contiguous float32");
+  TORCH_CHECK(wh.size(0) == H / 4 && wh.size(1) == H && wx.size(0) == H / 4 && wx.size(1) == I,
+              "lstm_forward_packed: weights ", wx.sizes(), ", ", wh.sizes(), " are not pack16 of (4H, I), (4H, H)");
+  TORCH_CHECK(Hs.size(0) == T + 1 && Hs.size(1) == B && (!keep || G.numel() == T * 4 * n),
+              "lstm_forward_packed: buffer shapes do not match x ", x.sizes());
+  TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == 4 * H && bias->scalar_type() == at::kFloat),
+              "lstm_forward_packed: bias must be a contiguous float32 (4H,) tensor");
+#ifdef SCRATCHLAB_PACKED
+  float *h = Hs.data_ptr<float>(), *c = Cs.data_ptr<float>(), *tc = TC.data_ptr<float>();
+  float* g = keep ? G.data_ptr<float>() : nullptr;
+  const float *xp = x.data_ptr<float>(), *wxp = wx.data_ptr<float>(), *whp = wh.data_ptr<float>();
+  const float* b = bias ? bias->data_ptr<float>() : nullptr;
+  for (int64_t k = 0; k < T; ++k) {
+    const Slot s = slot(k, T, reverse);
+    auto step = keep ? packed_forward_step<true> : packed_forward_step<false>;
+    step(xp + s.t * B * I, I, wxp, b, keep ? g + s.t * 4 * n : nullptr, h + s.rd * n, whp, c + s.rd * n,
+         c + s.wr * n, tc + s.wr * n, h + s.wr * n, B, H);
+  }
+#endif
+}
+
+// One backward step with the packed kernel (float32 only; the double overloads are never called, check_packed
+// refuses them): dG_{t+1} W_hh tile by tile, each followed by backward_block on its cells, whose data is
+// prefetched before the tile's product so that the product hides the memory latency. Arguments as backward_block's
+// for the whole step; dg_next = dG_{t+1} (B, 4H), w_t = pack16(W_hh^T).
+void packed_backward_step(const double*, const Tensor&, const double*, const double*, const double*, const double*,
+                          double*, double*, double*, int64_t, int64_t) {}
+void packed_linear(const double*, const Tensor&, double*, int64_t, int64_t) {}
+#ifdef SCRATCHLAB_PACKED
+void packed_backward_step(const float* dg_next, const Tensor& w_t, const float* g, const float* go, const float* c0,
+                          const float* tc, float* dc, float* dg, float* dbias, int64_t B, int64_t H) {
+  packed_product(dg_next, B, 4 * H, w_t.data_ptr<float>(), H, [&](int64_t r, int64_t mr, int64_t u, int64_t nv) {
+    const int64_t o = r * H + u, bytes = 64 * nv;
+    for (int64_t q = 0; q < 4; ++q) prefetch_rows(g + r * 4 * H + q * H + u, mr, 4 * H, bytes);
+    for (const float* p : {go, c0, tc, static_cast<const float*>(dc)}) prefetch_rows(p + o, mr, H, bytes);
+  }, [&](int64_t r, int64_t mr, int64_t u, int64_t nv, const float* y) {
+    const int64_t o = r * H + u;
+    backward_block<float>(g + r * 4 * H + u, go + o, y, 64, dc + o, c0 + o, tc + o, dg + r * 4 * H + u,
+                          dbias ? dbias + u : nullptr, mr, 16 * nv, H);
+  });
+}
+
+// out (B, H) = a (B, 4H) W with w_t = pack16(W^T).
+void packed_linear(const float* a, const Tensor& w_t, float* out, int64_t B, int64_t H) {
+  packed_product(a, B, 4 * H, w_t.data_ptr<float>(), H, [](int64_t, int64_t, int64_t, int64_t) {},
+                 [&](int64_t r, int64_t mr, int64_t u, int64_t nv, const float* y) {
+    for (int64_t i = 0; i < mr; ++i) std::copy(y + i * 64, y + i * 64 + 16 * nv, out + (r + i) * H + u);
+  });
+}
+#else
+void packed_backward_step(const float*, const Tensor&, const float*, const float*, const float*, const float*,
+                          float*, float*, float*, int64_t, int64_t) {}
+void packed_linear(const float*, const Tensor&, float*, int64_t, int64_t) {}
+#endif
+
 // Backward through time. gout (T, B, H) contiguous with dL/dh_n already added to the last step's slice, dc (B, H)
-// = dL/dc_n (becomes dL/dc0), w_t the packed W_hh^T; fills dG (T, B, 4H), adds sum_t,b dG to db (float64 (4H,),
-// or empty to skip) and returns dL/dh0 = dG_0 W_hh.
+// = dL/dc_n (becomes dL/dc0), w_t: W_hh^T (H, 4H) in the kernel's layout; fills dG (T, B, 4H), adds sum_t,b dG to
+// db (float64 (4H,), or empty to skip) and returns dL/dh0 = dG_0 W_hh.
 Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tensor& Cs, const Tensor& TC,
-                     const Tensor& w_t, Tensor dG, Tensor db, bool reverse, bool onednn) {
+                     const Tensor& w_t, Tensor dG, Tensor db, bool reverse, int64_t kernel) {
   const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
   TORCH_CHECK(gout.is_contiguous() && dc.is_contiguous() && dG.is_contiguous() && G.is_contiguous() &&
               Cs.is_contiguous() && TC.is_contiguous(), "lstm_backward: tensors must be contiguous");
+  TORCH_CHECK(db.numel() == 0 || (db.numel() == 4 * H && db.scalar_type() == at::kDouble && db.is_contiguous()),
+              "lstm_backward: db must be empty or a contiguous float64 (4H,) tensor");
+  double* dbias = db.numel() ? db.data_ptr<double>() : nullptr;
+  if (kernel == kPacked) check_packed(G, H, w_t);
   return AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "lstm_backward", [&] {
     const scalar_t *g = G.data_ptr<scalar_t>(), *go = gout.data_ptr<scalar_t>(), *c = Cs.data_ptr<scalar_t>(),
                    *tc = TC.data_ptr<scalar_t>();
     scalar_t *d = dG.data_ptr<scalar_t>(), *dcp = dc.data_ptr<scalar_t>();
-    TORCH_CHECK(db.numel() == 0 || (db.numel() == 4 * H && db.scalar_type() == at::kDouble && db.is_contiguous()),
-                "lstm_backward: db must be empty or a contiguous float64 (4H,) tensor");
-    double* dbias = db.numel() ? db.data_ptr<double>() : nullptr;
-    Tensor y = at::zeros_like(dc);                                   // nothing flows in from after the last step
-    for (int64_t k = T - 1; k >= 0; --k) {
-      const Slot s = slot(k, T, reverse);
-      backward_step<scalar_t>(g + s.t * 4 * n, go + s.t * n, y.data_ptr<scalar_t>(), dcp, c + s.rd * n,
-                              tc + s.wr * n, d + s.t * 4 * n, dbias, B, H);
-      y = linear(dG[s.t], w_t, onednn).contiguous();                 // dG_t W_hh, (B, H)
+    std::vector<scalar_t> part(dbias ? 4 * H : 0);        // one step's bias gradient
+    auto add_part = [&] {
+      for (int64_t j = 0; j < static_cast<int64_t>(part.size()); ++j) dbias[j] += part[j], part[j] = 0;
+    };
+    scalar_t* db_step = dbias ? part.data() : nullptr;
+    Tensor y = at::zeros_like(dc);                        // nothing flows in from after the last step
+    Slot s = slot(T - 1, T, reverse);
+    backward_block<scalar_t>(g + s.t * 4 * n, go + s.t * n, y.data_ptr<scalar_t>(), H, dcp, c + s.rd * n,
+                             tc + s.wr * n, d + s.t * 4 * n, db_step, B, H, H);
+    add_part();
+    for (int64_t k = T - 2; k >= 0; --k) {
+      const int64_t t_next = s.t;
+      s = slot(k, T, reverse);
+      const scalar_t *gt = g + s.t * 4 * n, *got = go + s.t * n, *c0 = c + s.rd * n, *tct = tc + s.wr * n;
+      scalar_t* dgt = d + s.t * 4 * n;
+      if (kernel == kPacked) {
+        packed_backward_step(d + t_next * 4 * n, w_t, gt, got, c0, tct, dcp, dgt, db_step, B, H);
+        add_part();
+        continue;
+      }
+      y = linear(dG[t_next], w_t, kernel == kOneDnn).contiguous();  // dG_{t+1} W_hh, (B, H)
+      backward_block<scalar_t>(gt, got, y.data_ptr<scalar_t>(), H, dcp, c0, tct, dgt, db_step, B, H, H);
+      add_part();
     }
-    return y;
+    if (kernel == kPacked) {                              // dL/dh0 = dG_0 W_hh
+      packed_linear(d + s.t * 4 * n, w_t, y.data_ptr<scalar_t>(), B, H);
+      return y;
+    }
+    return linear(dG[s.t], w_t, kernel == kOneDnn).contiguous();
   });
 }
 
@@ -170,6 +405,9 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
 TORCH_LIBRARY(scratchlab_lstm, m) {
   m.def("forward(Tensor(a!) G, Tensor(b!) Hs, Tensor(c!) Cs, Tensor(d!) TC, Tensor w, bool reverse, bool onednn,"
         " bool keep) -> ()", &lstm_forward);
+  m.def("forward_packed(Tensor x, Tensor wx, Tensor? bias, Tensor wh, Tensor(a!) G, Tensor(b!) Hs, Tensor(c!) Cs,"
+        " Tensor(d!) TC, bool reverse, bool keep) -> ()", &lstm_forward_packed);
   m.def("backward(Tensor gout, Tensor(a!) dc, Tensor G, Tensor Cs, Tensor TC, Tensor w_t, Tensor(b!) dG,"
-        " Tensor(c!) db, bool reverse, bool onednn) -> Tensor", &lstm_backward);
+        " Tensor(c!) db, bool reverse, int kernel) -> Tensor", &lstm_backward);
+  m.def("packed_available() -> bool", &packed_available);
 }
