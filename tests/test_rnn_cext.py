@@ -57,7 +57,7 @@ def packed(compiled, monkeypatch):
 
     def spy(ops, x, H):  # noqa: N803
         kernel = real(ops, x, H)
-        kernels.append(kernel[0])
+        kernels.append(kernel)
         return kernel
     monkeypatch.setattr(fast, "_step_kernel", spy)
     return kernels
@@ -103,11 +103,23 @@ def test_packed_kernel_rejects_what_it_cannot_do(packed):
     bufs = [torch.empty(T, B, 4 * H)] + [torch.zeros(T + 1, B, H) for _ in range(3)]
     with pytest.raises(RuntimeError, match="H a multiple of 16"):
         ops.forward_packed(x, w_ih, None, w_hh, *bufs, False, True)
+    with pytest.raises(RuntimeError, match="H a multiple of 16"):
+        ops.pack_gates(w_hh, 2.0, False)
     H = 32  # noqa: N806
     bufs = [torch.empty(T, B, 4 * H)] + [torch.zeros(T + 1, B, H) for _ in range(3)]
     with pytest.raises(RuntimeError, match="not pack16"):
         ops.forward_packed(x, fast.pack16(torch.randn(4 * H, I + 1)), None, fast.pack16(torch.randn(4 * H, H)),
                            *bufs, False, True)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_pack_gates_is_pack16_of_the_reordered_weight(packed, transposed):
+    """The one-pass packing against its definition: torch's (i, f, g, o) blocks reordered to (o, i, f, g), g
+    scaled, then pack16 (of the transpose, for the backward's product)."""
+    w = torch.randn(4 * 32, 48)
+    want = fast._perm(w, fast._TO_OIFG, 2.0)
+    want = fast.pack16(want.t().contiguous() if transposed else want)
+    assert torch.equal(_cext.ops().pack_gates(w, 2.0, transposed), want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

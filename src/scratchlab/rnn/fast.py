@@ -20,8 +20,6 @@ allocated from the input (`x.new_empty`), so the same code runs on CUDA (with cu
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -114,38 +112,50 @@ def _compiled(x: Tensor):
 
 
 def pack16(w: Tensor) -> Tensor:
-    """w (N, K) with N a multiple of 16 as the compiled packed kernel reads it: N/16 panels of 16 rows, each
-    transposed, (N/16, K, 16), so that one k of 16 consecutive output columns is one 64-byte vector."""
+    """w (N, K) with N a multiple of 16 in the layout the compiled packed kernel reads: N/16 panels of 16 rows, each
+    transposed, (N/16, K, 16), so that one k of 16 consecutive output columns is one 64-byte vector. The extension's
+    `pack_gates` builds it in one pass, with the gate reordering and scaling; this is its readable definition."""
     n, k = w.shape
     return w.reshape(n // 16, 16, k).transpose(1, 2).contiguous()
 
 
-def _step_kernel(ops, x: Tensor, H: int) -> tuple[int, Callable]:
-    """(kernel, pack) for the compiled loops' step products: 2 = the packed AVX-512 kernel (float32, H a multiple
-    of 16, a build with AVX-512), else 1 = oneDNN's matmul or 0 = at::mm, as csrc/lstm.cpp's `Kernel`."""
+def _step_kernel(ops, x: Tensor, H: int) -> int:
+    """The compiled loops' step products: 2 = the packed AVX-512 kernel (float32, H a multiple of 16, a build with
+    AVX-512), else 1 = oneDNN's matmul or 0 = at::mm, as csrc/lstm.cpp's `Kernel`."""
     if x.dtype == torch.float32 and H % 16 == 0 and ops.packed_available():
-        return 2, lambda w, m: pack16(w)
-    return int(use_onednn(x)), gemms(x)[1]
+        return 2
+    return int(use_onednn(x))
 
 
-def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse, keep=True):
-    """Forward of all steps, weights in (o,i,f,g) order with g scaled by 2.
+def _lstm_run(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, keep=True):
+    """Forward of all steps, weights in torch's layout.
 
-    Returns G (T, B, 4H) holding the activated gates, Hs, Cs (T+1, B, H) and TC = tanh(c) in Cs's slots; with
-    keep=False (no backward to follow) G and TC may be left unfinished.
+    Returns G (T, B, 4H) holding the activated gates in (o, i, f, g) order, Hs, Cs (T+1, B, H), TC = tanh(c) in
+    Cs's slots, and c_T. With keep=False (no backward follows) G, Cs and TC may be left unfinished or smaller.
     """
-    linear, pack = gemms(x)
     B, H = h0.shape
-    Hs, Cs, TC = _states(x, h0, reverse), _states(x, c0, reverse), x.new_empty(x.shape[0] + 1, B, H)
+    Hs = _states(x, h0, reverse)
     ops = _compiled(x)
-    if ops is not None and _step_kernel(ops, x, H)[0] == 2:  # one register tile per step: b + x_t W_ih^T + h W_hh^T
-        G = x.new_empty(x.shape[0], B, 4 * H) if keep else x.new_empty(0)
-        ops.forward_packed(x, pack16(w_ih), b, pack16(w_hh), G, Hs, Cs, TC, reverse, keep)
-        return G, Hs, Cs, TC
+    if ops is not None and _step_kernel(ops, x, H) == 2:  # one register tile per step: b + x_t W_ih^T + h W_hh^T
+        T = x.shape[0]
+        wx, wh = ops.pack_gates(w_ih, 2.0, False), ops.pack_gates(w_hh, 2.0, False)
+        b = None if b_ih is None else ops.pack_gates((b_ih + b_hh).view(-1, 1), 2.0, False).view(-1)
+        if keep:
+            G, Cs, TC = x.new_empty(T, B, 4 * H), _states(x, c0, reverse), x.new_empty(T + 1, B, H)
+        else:                                                # c in two alternating slots, no gates or tanh(c) kept
+            G, Cs, TC = x.new_empty(0), x.new_empty(2, B, H), x.new_empty(0)
+            Cs[0] = c0
+        ops.forward_packed(x, wx, b, wh, G, Hs, Cs, TC, reverse, keep)
+        return G, Hs, Cs, TC, Cs[(0 if reverse else T) if keep else T % 2]
+    linear, pack = gemms(x)
+    w_ih, w_hh = _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0)
+    b = None if b_ih is None else _perm(b_ih + b_hh, _TO_OIFG, 2.0)
     G = _proj(linear, x, w_ih, b)                            # x_t W_ih^T + b_ih + b_hh for every t, (T, B, 4H)
+    Cs, TC = _states(x, c0, reverse), x.new_empty(x.shape[0] + 1, B, H)
+    last = 0 if reverse else -1
     if ops is not None:                                      # the same steps, each one product + one fused loop
         ops.forward(G, Hs, Cs, TC, pack(w_hh, B), reverse, use_onednn(x), keep)
-        return G, Hs, Cs, TC
+        return G, Hs, Cs, TC, Cs[last]
     w_hh = pack(w_hh, B)
     one, two = _constants(x)
     Hl, Cl, TCl, Gl = Hs.unbind(0), Cs.unbind(0), TC.unbind(0), G.unbind(0)
@@ -157,7 +167,7 @@ def _lstm_run(x, h0, c0, w_ih, w_hh, b, reverse, keep=True):
         Cl[wr].addcmul_(I[t], Gg[t])
         torch.mul(Cl[wr], two, out=TCl[wr]).sigmoid_().mul_(two).sub_(one)   # h_t = o tanh(c_t)
         torch.mul(TCl[wr], O[t], out=Hl[wr])
-    return G, Hs, Cs, TC
+    return G, Hs, Cs, TC, Cs[last]
 
 
 def _lstm_local(dG, A, G, Cs, TC, t0, t1, reverse):
@@ -180,8 +190,8 @@ def _lstm_local(dG, A, G, Cs, TC, t0, t1, reverse):
 
 
 def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False):
-    """Backward through time. Returns dG (T,B,4H) in (o,i,f,g) order, dh0, dc0 and the bias gradient summed over
-    all steps (4H,) when the compiled loops made it on the way (asked by need_db), else None.
+    """Backward through time, w_hh in torch's layout. Returns dG (T,B,4H) in (o,i,f,g) order, dh0, dc0 and the bias
+    gradient summed over all steps (4H,) when the compiled loops made it on the way (asked by need_db), else None.
 
     Per step: dh_t = dL/dh_t (output) + dG_{t+1} W_hh; dc_t = dc_{t+1} f_{t+1} + dh_t A_t;
     dG_t = local_t * (dh_t, dc_t, dc_t, dc_t)."""
@@ -189,8 +199,9 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False):
     T, B, H = gout.shape
     ops = _compiled(Hs)
     if ops is not None:                                      # the same steps, each one product + one fused loop
-        kernel, pack = _step_kernel(ops, Hs, H)
-        w_hh_t = pack(w_hh.t(), B)                           # (H, 4H): a w^T = dG_t W_hh
+        kernel = _step_kernel(ops, Hs, H)
+        # (H, 4H) with a w^T = dG_t W_hh
+        w_hh_t = ops.pack_gates(w_hh, 1.0, True) if kernel == 2 else pack(_perm(w_hh, _TO_OIFG).t(), B)
         last = 0 if reverse else T - 1
         gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
         if dh_n is not None:
@@ -199,7 +210,7 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False):
         dG, db = Hs.new_empty(T, B, 4 * H), Hs.new_zeros(4 * H if need_db else 0, dtype=torch.float64)
         dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, kernel)
         return dG, dh0, dc, (db.to(Hs.dtype) if need_db else None)
-    w_hh_t = pack(w_hh.t(), B)                               # (H, 4H): a w^T = dG_t W_hh
+    w_hh_t = pack(_perm(w_hh, _TO_OIFG).t(), B)              # (H, 4H): a w^T = dG_t W_hh
     block = max(1, min(T, (1 << 19) // (B * 4 * H)))         # steps per block of local derivatives (~2 MB)
     dG, A = Hs.new_empty(T, B, 4 * H), Hs.new_empty(block, B, H)
     dGo, dGifg = dG[..., :H].unbind(0), dG[..., H:].view(T, B, 3, H).unbind(0)
@@ -227,13 +238,10 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False):
 class _LSTMSeq(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
-        w_ih_p, w_hh_p = _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0)
-        b = None if b_ih is None else _perm(b_ih + b_hh, _TO_OIFG, 2.0)
-        G, Hs, Cs, TC = _lstm_run(x, h0, c0, w_ih_p, w_hh_p, b, reverse)
+        G, Hs, Cs, TC, c_n = _lstm_run(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
         ctx.reverse = reverse
         ctx.save_for_backward(x, w_ih, w_hh, G, Hs, Cs, TC)
-        last = 0 if reverse else -1
-        return _out_prev(Hs, reverse)[0], Hs[last].clone(), Cs[last].clone()
+        return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1].clone(), c_n.clone()
 
     @staticmethod
     @once_differentiable                                     # double backward is not supported
@@ -241,8 +249,7 @@ class _LSTMSeq(torch.autograd.Function):
         x, w_ih, w_hh, G, Hs, Cs, TC = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout
         n = ctx.needs_input_grad
-        dG, dh0, dc0, db = _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, _perm(w_hh, _TO_OIFG), ctx.reverse,
-                                      need_db=n[5] or n[6])
+        dG, dh0, dc0, db = _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, ctx.reverse, need_db=n[5] or n[6])
         dx, *dw = _grads(gemms(x)[0], dG, dG, x, _out_prev(Hs, ctx.reverse)[1], _perm(w_ih, _TO_OIFG), n[0:1] + n[3:7],
                          db)
         return (dx, dh0, dc0, *(_perm(v, _FROM_OIFG) for v in dw), None)
@@ -253,11 +260,8 @@ def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor
     """One LSTM layer-direction: x (T, B, I), h0/c0 (B, H) -> outputs (T, B, H), h_T, c_T (B, H)."""
     if _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         return _LSTMSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
-    b = None if b_ih is None else _perm(b_ih + b_hh, _TO_OIFG, 2.0)
-    _, Hs, Cs, _ = _lstm_run(x, h0, c0, _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0), b, reverse,
-                             keep=False)
-    last = 0 if reverse else -1
-    return _out_prev(Hs, reverse)[0], Hs[last], Cs[last]
+    _, Hs, _, _, c_n = _lstm_run(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, keep=False)
+    return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1], c_n
 
 
 # --------------------------------------------------------------------------------------------------------- GRU

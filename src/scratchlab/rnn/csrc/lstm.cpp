@@ -287,35 +287,73 @@ void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bo
 }
 
 // The forward with the packed kernel, the input projection inside each step: x (T, B, I), wx = pack16(W_ih),
-// bias (4H) or undefined, wh = pack16(W_hh) (weights in fast.py's (o, i, f, g) order with g scaled by 2); Hs, Cs,
-// TC (T+1, B, H) as lstm_forward's; G (T, B, 4H) receives the activated gates when keep (else it is not touched and
-// may be empty).
+// bias (4H) or undefined, wh = pack16(W_hh) (weights in fast.py's (o, i, f, g) order with g scaled by 2); Hs
+// (T+1, B, H) as lstm_forward's. keep (a backward follows): Cs, TC (T+1, B, H) as lstm_forward's and G (T, B, 4H)
+// receives the activated gates. Otherwise only the last c is wanted: Cs is (2, B, H) with c0 in slot 0, the steps
+// alternate between its slots (the last c ends in slot T % 2), and G and TC are not touched (may be empty).
 void lstm_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
                          Tensor G, Tensor Hs, Tensor Cs, Tensor TC, bool reverse, bool keep) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), n = B * H;
   check_packed(Hs, H, wh);
   check_packed(Hs, H, wx);
-  TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && TC.is_contiguous() &&
-              x.scalar_type() == at::kFloat && (!keep || G.is_contiguous()), "lstm_forward_packed: buffers must be "
+  TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && x.scalar_type() == at::kFloat &&
+              (!keep || (G.is_contiguous() && TC.is_contiguous())), "lstm_forward_packed: buffers must be "
               "contiguous float32");
   TORCH_CHECK(wh.size(0) == H / 4 && wh.size(1) == H && wx.size(0) == H / 4 && wx.size(1) == I,
               "lstm_forward_packed: weights ", wx.sizes(), ", ", wh.sizes(), " are not pack16 of (4H, I), (4H, H)");
-  TORCH_CHECK(Hs.size(0) == T + 1 && Hs.size(1) == B && (!keep || G.numel() == T * 4 * n),
+  const int64_t c_slots = keep ? T + 1 : 2;
+  TORCH_CHECK(Hs.size(0) == T + 1 && Hs.size(1) == B && Cs.numel() == c_slots * n &&
+              (!keep || (G.numel() == T * 4 * n && TC.numel() == (T + 1) * n)),
               "lstm_forward_packed: buffer shapes do not match x ", x.sizes());
   TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == 4 * H && bias->scalar_type() == at::kFloat),
               "lstm_forward_packed: bias must be a contiguous float32 (4H,) tensor");
 #ifdef SCRATCHLAB_PACKED
-  float *h = Hs.data_ptr<float>(), *c = Cs.data_ptr<float>(), *tc = TC.data_ptr<float>();
-  float* g = keep ? G.data_ptr<float>() : nullptr;
+  float *h = Hs.data_ptr<float>(), *c = Cs.data_ptr<float>();
+  float *g = keep ? G.data_ptr<float>() : nullptr, *tc = keep ? TC.data_ptr<float>() : nullptr;
   const float *xp = x.data_ptr<float>(), *wxp = wx.data_ptr<float>(), *whp = wh.data_ptr<float>();
   const float* b = bias ? bias->data_ptr<float>() : nullptr;
   for (int64_t k = 0; k < T; ++k) {
     const Slot s = slot(k, T, reverse);
-    auto step = keep ? packed_forward_step<true> : packed_forward_step<false>;
-    step(xp + s.t * B * I, I, wxp, b, keep ? g + s.t * 4 * n : nullptr, h + s.rd * n, whp, c + s.rd * n,
-         c + s.wr * n, tc + s.wr * n, h + s.wr * n, B, H);
+    if (keep) {
+      packed_forward_step<true>(xp + s.t * B * I, I, wxp, b, g + s.t * 4 * n, h + s.rd * n, whp, c + s.rd * n,
+                                c + s.wr * n, tc + s.wr * n, h + s.wr * n, B, H);
+    } else {
+      packed_forward_step<false>(xp + s.t * B * I, I, wxp, b, nullptr, h + s.rd * n, whp, c + (k % 2) * n,
+                                 c + ((k + 1) % 2) * n, nullptr, h + s.wr * n, B, H);
+    }
   }
 #endif
+}
+
+// w (4H, K) in torch's gate order (i, f, g, o) as the packed kernel reads it: the gate blocks in (o, i, f, g) order,
+// the g block times g_scale, then pack16: (4H/16, K, 16); or, transposed, pack16 of that matrix's transpose,
+// (K/16, 4H, 16), which the backward's dG W_hh reads. One pass, where permuting, scaling and packing with tensor ops
+// took six (a sizeable part of a short sequence's time).
+Tensor pack_gates(const Tensor& w, double g_scale, bool transposed) {
+  TORCH_CHECK(w.dim() == 2 && w.size(0) % 64 == 0 && w.scalar_type() == at::kFloat,
+              "pack_gates: expected a float32 (4H, K) weight with H a multiple of 16, got ", w.scalar_type(), " ",
+              w.sizes());
+  TORCH_CHECK(!transposed || w.size(1) % 16 == 0, "pack_gates: transposed packing needs K a multiple of 16, got ",
+              w.sizes());
+  const Tensor src = w.contiguous();
+  const int64_t N = w.size(0), K = w.size(1), H = N / 4;
+  constexpr int64_t from_torch[4] = {3, 0, 1, 2};         // (o, i, f, g) <- torch's blocks (i, f, g, o)
+  Tensor out = transposed ? at::empty({K / 16, N, 16}, w.options()) : at::empty({N / 16, K, 16}, w.options());
+  const float* ws = src.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t m = 0; m < N; ++m) {                       // row m of the reordered matrix
+    const int64_t q = m / H;
+    const float scale = q == 3 ? static_cast<float>(g_scale) : 1.f;
+    const float* row = ws + (from_torch[q] * H + m % H) * K;
+    if (transposed) {                                     // out[p][m][l] = row[16 p + l]
+      for (int64_t p = 0; p < K / 16; ++p)
+        for (int64_t l = 0; l < 16; ++l) o[(p * N + m) * 16 + l] = row[p * 16 + l] * scale;
+    } else {                                              // out[m / 16][k][m % 16] = row[k]
+      float* dst = o + (m / 16) * K * 16 + m % 16;
+      for (int64_t k = 0; k < K; ++k) dst[k * 16] = row[k] * scale;
+    }
+  }
+  return out;
 }
 
 // One backward step with the packed kernel (float32 only; the double overloads are never called, check_packed
@@ -410,4 +448,5 @@ TORCH_LIBRARY(scratchlab_lstm, m) {
   m.def("backward(Tensor gout, Tensor(a!) dc, Tensor G, Tensor Cs, Tensor TC, Tensor w_t, Tensor(b!) dG,"
         " Tensor(c!) db, bool reverse, int kernel) -> Tensor", &lstm_backward);
   m.def("packed_available() -> bool", &packed_available);
+  m.def("pack_gates(Tensor w, float g_scale, bool transposed) -> Tensor", &pack_gates);
 }
