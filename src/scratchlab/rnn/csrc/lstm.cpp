@@ -145,15 +145,35 @@ inline void backward_block(const T* g, const T* go, const T* y, int64_t ys, T* d
 #define SCRATCHLAB_PACKED 1
 constexpr int kMR = 6, kNV = 4;
 
-// One operand of a tile product: rows of a (row stride lda, K columns) times the panels p + c ps, each (K, 16).
+// One operand of a tile product, MR rows by K times NV panels of 16 columns: a(r, k) = a[r ra + k ka] and
+// panel c's 16 values at k from p + c ps + k pk. The step products read rows of a matrix (ra = its row stride,
+// ka = 1) against pack16 panels (ps = K 16, pk = 16); the weight gradients read a matrix's columns against rows
+// of dG (ra = 1, ka = row stride; ps = 16, pk = dG's row stride).
 struct Operand {
   const float* a;
-  int64_t lda;
+  int64_t ra, ka;
   const float* p;
-  int64_t ps, K;
+  int64_t ps, pk, K;
 };
 
-// out (MR, 64, row stride 64) <- bias + x.a x.p + y.a y.p, for NV panels; bias: NV vectors at bias + c bs, or null
+// acc[r][c] += sum_k a(r, k) panel_c(k)
+template <int MR, int NV>
+inline void fma_operand(__m512 (&acc)[MR][NV], const Operand& o) {
+  const float *a = o.a, *p = o.p;
+  for (int64_t k = 0; k < o.K; ++k, a += o.ka, p += o.pk) {
+    __m512 w[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) w[c] = _mm512_loadu_ps(p + c * o.ps);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512 v = _mm512_set1_ps(a[r * o.ra]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_fmadd_ps(v, w[c], acc[r][c]);
+    }
+  }
+}
+
+// out (MR, 64, row stride 64) <- bias + x's product + y's, for NV panels; bias: NV vectors at bias + c bs, or null
 // for zero; y.K = 0 for a single operand.
 template <int MR, int NV>
 void tile_product(const Operand& x, const Operand& y, const float* bias, int64_t bs, float* out) {
@@ -164,25 +184,34 @@ void tile_product(const Operand& x, const Operand& y, const float* bias, int64_t
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) acc[r][c] = b;
   }
-  for (const Operand* o : {&x, &y}) {
-    const float *a = o->a, *p = o->p;
-    const int64_t lda = o->lda, ps = o->ps;
-    for (int64_t k = 0; k < o->K; ++k) {
-      __m512 w[NV];
-#pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) w[c] = _mm512_loadu_ps(p + c * ps + k * 16);
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        const __m512 v = _mm512_set1_ps(a[r * lda + k]);
-#pragma GCC unroll 4
-        for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_fmadd_ps(v, w[c], acc[r][c]);
-      }
-    }
-  }
+  fma_operand<MR, NV>(acc, x);
+  fma_operand<MR, NV>(acc, y);
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + r * 64 + c * 16, acc[r][c]);
+}
+
+// C (MR rows of 16 NV columns, row stride ldc) += x's product.
+template <int MR, int NV>
+void tile_accumulate(const Operand& x, float* C, int64_t ldc) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_loadu_ps(C + r * ldc + c * 16);
+  fma_operand<MR, NV>(acc, x);
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(C + r * ldc + c * 16, acc[r][c]);
+}
+
+using AccumulateFn = void (*)(const Operand&, float*, int64_t);
+
+template <int... MR>
+constexpr std::array<AccumulateFn, sizeof...(MR)> accumulate_tiles(std::integer_sequence<int, MR...>) {
+  return {&tile_accumulate<MR + 1, kNV>...};
 }
 
 using TileFn = void (*)(const Operand&, const Operand&, const float*, int64_t, float*);
@@ -211,8 +240,8 @@ void packed_forward_step(const float* x, int64_t I, const float* wx, const float
     for (int64_t r = 0; r < B; r += kMR) {
       const int64_t mr = std::min<int64_t>(kMR, B - r), s = r * H + u;
       // the o, i, f, g panels of units u..u+15 lie H/16 panels apart
-      const Operand xo{x + r * I, I, wx + (u / 16) * I * 16, (H / 16) * I * 16, I};
-      const Operand ho{h + r * H, H, wh + (u / 16) * H * 16, (H / 16) * H * 16, H};
+      const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, (H / 16) * I * 16, 16, I};
+      const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, (H / 16) * H * 16, 16, H};
       tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, H, out);
       forward_block<float, Keep, false>(Keep ? g + r * 4 * H + u : nullptr, out, 64, 16, c0 + s, c1 + s, tc + s, h1 + s, mr, 16, H);
     }
@@ -225,18 +254,36 @@ void packed_forward_step(const float* x, int64_t I, const float* wx, const float
 template <typename Pre, typename Fin>
 void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_t N, Pre pre, Fin fin) {
   alignas(64) float out[kMR * 64];
-  const Operand none{nullptr, 0, nullptr, 0, 0};
+  const Operand none{nullptr, 0, 0, nullptr, 0, 0, 0};
   for (int64_t u = 0; u < N; u += 16 * kNV) {
     const int64_t nv = std::min<int64_t>(kNV, (N - u) / 16);
     for (int64_t r = 0; r < M; r += kMR) {
       const int64_t mr = std::min<int64_t>(kMR, M - r);
       pre(r, mr, u, nv);
-      tile(mr, nv)(Operand{a + r * K, K, w + (u / 16) * K * 16, K * 16, K}, none, nullptr, 0, out);
+      tile(mr, nv)(Operand{a + r * K, K, 1, w + (u / 16) * K * 16, K * 16, 16, K}, none, nullptr, 0, out);
       fin(r, mr, u, nv, static_cast<const float*>(out));
     }
   }
 }
 
+
+// The step's weight gradients: dWT (I + H, 4H) += [x_t, h_{t-1}]^T dG_t, rows of dWT being input features (x's,
+// then h's) and columns the gates; x (B, I), h (B, H), dg = dG_t (B, 4H), all with unit column stride. Columns in
+// panels of 64 outside (dG_t's panel, B x 256 bytes, stays in L1 across the row tiles), rows of 6 inside.
+void accumulate_dw(const float* x, int64_t I, const float* h, int64_t H, const float* dg, int64_t B, float* dwt) {
+  static const auto tiles = accumulate_tiles(std::make_integer_sequence<int, kMR>{});
+  const int64_t N = 4 * H;
+  for (int64_t m = 0; m < N; m += 16 * kNV) {
+    int64_t row = 0;
+    for (const auto& [src, K] : {std::pair{x, I}, std::pair{h, H}}) {
+      for (int64_t n = 0; n < K; n += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, K - n);
+        tiles[mr - 1](Operand{src + n, 1, K, dg + m, 16, N, B}, dwt + (row + n) * N + m, N);
+      }
+      row += K;
+    }
+  }
+}
 // Prefetch rows x bytes from p (row stride in floats) into L2, a cache line at a time.
 inline void prefetch_rows(const float* p, int64_t rows, int64_t stride, int64_t bytes) {
   for (int64_t r = 0; r < rows; ++r)
@@ -363,6 +410,7 @@ Tensor pack_gates(const Tensor& w, double g_scale, bool transposed) {
 void packed_backward_step(const double*, const Tensor&, const double*, const double*, const double*, const double*,
                           double*, double*, double*, int64_t, int64_t) {}
 void packed_linear(const double*, const Tensor&, double*, int64_t, int64_t) {}
+void accumulate_dw(const double*, int64_t, const double*, int64_t, const double*, int64_t, double*) {}
 #ifdef SCRATCHLAB_PACKED
 void packed_backward_step(const float* dg_next, const Tensor& w_t, const float* g, const float* go, const float* c0,
                           const float* tc, float* dc, float* dg, float* dbias, int64_t B, int64_t H) {
@@ -388,14 +436,22 @@ void packed_linear(const float* a, const Tensor& w_t, float* out, int64_t B, int
 void packed_backward_step(const float*, const Tensor&, const float*, const float*, const float*, const float*,
                           float*, float*, float*, int64_t, int64_t) {}
 void packed_linear(const float*, const Tensor&, float*, int64_t, int64_t) {}
+void accumulate_dw(const float*, int64_t, const float*, int64_t, const float*, int64_t, float*) {}
 #endif
 
 // Backward through time. gout (T, B, H) contiguous with dL/dh_n already added to the last step's slice, dc (B, H)
 // = dL/dc_n (becomes dL/dc0), w_t: W_hh^T (H, 4H) in the kernel's layout; fills dG (T, B, 4H), adds sum_t,b dG to
 // db (float64 (4H,), or empty to skip) and returns dL/dh0 = dG_0 W_hh.
 Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tensor& Cs, const Tensor& TC,
-                     const Tensor& w_t, Tensor dG, Tensor db, bool reverse, int64_t kernel) {
+                     const Tensor& w_t, Tensor dG, Tensor db, bool reverse, int64_t kernel,
+                     const std::optional<Tensor>& x, const std::optional<Tensor>& Hs, std::optional<Tensor> dwt) {
   const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
+  const int64_t I = x ? x->size(2) : 0;
+  TORCH_CHECK(!dwt || (kernel == kPacked && x && Hs && x->is_contiguous() && Hs->is_contiguous() &&
+                       dwt->is_contiguous() && x->size(0) == T && x->size(1) == B && Hs->size(0) == T + 1 &&
+                       dwt->size(0) == I + H && dwt->size(1) == 4 * H && dwt->scalar_type() == at::kDouble),
+              "lstm_backward: dWT (I + H, 4H, float64) is accumulated by the packed kernel only, from contiguous x "
+              "(T, B, I) and Hs (T + 1, B, H)");
   TORCH_CHECK(gout.is_contiguous() && dc.is_contiguous() && dG.is_contiguous() && G.is_contiguous() &&
               Cs.is_contiguous() && TC.is_contiguous(), "lstm_backward: tensors must be contiguous");
   TORCH_CHECK(db.numel() == 0 || (db.numel() == 4 * H && db.scalar_type() == at::kDouble && db.is_contiguous()),
@@ -411,11 +467,29 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
       for (int64_t j = 0; j < static_cast<int64_t>(part.size()); ++j) dbias[j] += part[j], part[j] = 0;
     };
     scalar_t* db_step = dbias ? part.data() : nullptr;
+    // the packed kernel's weight gradients, step by step while dG_t is in cache: kFlush steps summed in float32,
+    // each such block then added to the float64 total (accumulating all T steps in float32 made the relative error
+    // ~10x torch's at T = 400; this is as accurate as its one GEMM)
+    constexpr int64_t kFlush = 16;
+    const scalar_t *xp = dwt ? x->data_ptr<scalar_t>() : nullptr, *hp = dwt ? Hs->data_ptr<scalar_t>() : nullptr;
+    std::vector<scalar_t> block(dwt ? (I + H) * 4 * H : 0);
+    int64_t pending = 0;
+    auto flush = [&] {
+      double* total = dwt->data_ptr<double>();
+      for (size_t j = 0; j < block.size(); ++j) total[j] += block[j], block[j] = 0;
+      pending = 0;
+    };
+    auto add_dw = [&](const Slot& s) {
+      if (!dwt) return;
+      accumulate_dw(xp + s.t * B * I, I, hp + s.rd * n, H, d + s.t * 4 * n, B, block.data());
+      if (++pending == kFlush) flush();
+    };
     Tensor y = at::zeros_like(dc);                        // nothing flows in from after the last step
     Slot s = slot(T - 1, T, reverse);
     backward_block<scalar_t>(g + s.t * 4 * n, go + s.t * n, y.data_ptr<scalar_t>(), H, dcp, c + s.rd * n,
                              tc + s.wr * n, d + s.t * 4 * n, db_step, B, H, H);
     add_part();
+    add_dw(s);
     for (int64_t k = T - 2; k >= 0; --k) {
       const int64_t t_next = s.t;
       s = slot(k, T, reverse);
@@ -424,12 +498,14 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
       if (kernel == kPacked) {
         packed_backward_step(d + t_next * 4 * n, w_t, gt, got, c0, tct, dcp, dgt, db_step, B, H);
         add_part();
+        add_dw(s);
         continue;
       }
       y = linear(dG[t_next], w_t, kernel == kOneDnn).contiguous();  // dG_{t+1} W_hh, (B, H)
       backward_block<scalar_t>(gt, got, y.data_ptr<scalar_t>(), H, dcp, c0, tct, dgt, db_step, B, H, H);
       add_part();
     }
+    if (dwt && pending) flush();
     if (kernel == kPacked) {                              // dL/dh0 = dG_0 W_hh
       packed_linear(d + s.t * 4 * n, w_t, y.data_ptr<scalar_t>(), B, H);
       return y;
@@ -446,7 +522,8 @@ TORCH_LIBRARY(scratchlab_lstm, m) {
   m.def("forward_packed(Tensor x, Tensor wx, Tensor? bias, Tensor wh, Tensor(a!) G, Tensor(b!) Hs, Tensor(c!) Cs,"
         " Tensor(d!) TC, bool reverse, bool keep) -> ()", &lstm_forward_packed);
   m.def("backward(Tensor gout, Tensor(a!) dc, Tensor G, Tensor Cs, Tensor TC, Tensor w_t, Tensor(b!) dG,"
-        " Tensor(c!) db, bool reverse, int kernel) -> Tensor", &lstm_backward);
+        " Tensor(c!) db, bool reverse, int kernel, Tensor? x=None, Tensor? Hs=None, Tensor(e!)? dwt=None) -> Tensor",
+        &lstm_backward);
   m.def("packed_available() -> bool", &packed_available);
   m.def("pack_gates(Tensor w, float g_scale, bool transposed) -> Tensor", &pack_gates);
 }
