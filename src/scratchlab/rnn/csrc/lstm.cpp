@@ -11,6 +11,7 @@
 // The products go through oneDNN's matmul (the operator torch.ops.mkldnn._linear_pointwise, found once through the
 // dispatcher) when `onednn` is true, else at::mm. The pointwise loops are plain C++ that gcc vectorises (-O3).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -235,35 +236,43 @@ TileFn tile(int64_t mr, int64_t nv) {
 template <bool Keep>
 void packed_forward_step(const float* x, int64_t I, const float* wx, const float* bias, float* g, const float* h,
                          const float* wh, const float* c0, float* c1, float* tc, float* h1, int64_t B, int64_t H) {
-  alignas(64) float out[kMR * 64];
-  for (int64_t u = 0; u < H; u += 16) {
-    for (int64_t r = 0; r < B; r += kMR) {
-      const int64_t mr = std::min<int64_t>(kMR, B - r), s = r * H + u;
-      // the o, i, f, g panels of units u..u+15 lie H/16 panels apart
-      const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, (H / 16) * I * 16, 16, I};
-      const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, (H / 16) * H * 16, 16, H};
-      tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, H, out);
-      forward_block<float, Keep, false>(Keep ? g + r * 4 * H + u : nullptr, out, 64, 16, c0 + s, c1 + s, tc + s, h1 + s, mr, 16, H);
+  // threads take groups of 16 units (each group's cells depend on nothing else of this step)
+  at::parallel_for(0, H / 16, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float out[kMR * 64];
+    for (int64_t u = begin * 16; u < end * 16; u += 16) {
+      for (int64_t r = 0; r < B; r += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, B - r), s = r * H + u;
+        // the o, i, f, g panels of units u..u+15 lie H/16 panels apart
+        const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, (H / 16) * I * 16, 16, I};
+        const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, (H / 16) * H * 16, 16, H};
+        tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, H, out);
+        forward_block<float, Keep, false>(Keep ? g + r * 4 * H + u : nullptr, out, 64, 16, c0 + s, c1 + s, tc + s,
+                                          h1 + s, mr, 16, H);
+      }
     }
-  }
+  });
 }
 
 // a (M, K) w^T with w = pack16 of an (N, K) matrix, tile by tile: `fin(r, mr, u, nv, tile)` takes each (mr rows of
 // 16 nv columns from row r, column u; row stride 64); `pre(r, mr, u, nv)` runs before each tile's product (to
-// prefetch what fin will read: the product hides the memory latency).
+// prefetch what fin will read: the product hides the memory latency). Threads take column panels of 16 kNV, so
+// pre and fin must only touch their tile's columns.
 template <typename Pre, typename Fin>
 void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_t N, Pre pre, Fin fin) {
-  alignas(64) float out[kMR * 64];
-  const Operand none{nullptr, 0, 0, nullptr, 0, 0, 0};
-  for (int64_t u = 0; u < N; u += 16 * kNV) {
-    const int64_t nv = std::min<int64_t>(kNV, (N - u) / 16);
-    for (int64_t r = 0; r < M; r += kMR) {
-      const int64_t mr = std::min<int64_t>(kMR, M - r);
-      pre(r, mr, u, nv);
-      tile(mr, nv)(Operand{a + r * K, K, 1, w + (u / 16) * K * 16, K * 16, 16, K}, none, nullptr, 0, out);
-      fin(r, mr, u, nv, static_cast<const float*>(out));
+  const int64_t panel = 16 * kNV;
+  at::parallel_for(0, (N + panel - 1) / panel, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float out[kMR * 64];
+    const Operand none{nullptr, 0, 0, nullptr, 0, 0, 0};
+    for (int64_t u = begin * panel; u < std::min(N, end * panel); u += panel) {
+      const int64_t nv = std::min<int64_t>(kNV, (N - u) / 16);
+      for (int64_t r = 0; r < M; r += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, M - r);
+        pre(r, mr, u, nv);
+        tile(mr, nv)(Operand{a + r * K, K, 1, w + (u / 16) * K * 16, K * 16, 16, K}, none, nullptr, 0, out);
+        fin(r, mr, u, nv, static_cast<const float*>(out));
+      }
     }
-  }
+  });
 }
 
 
@@ -272,18 +281,21 @@ void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_
 // panels of 64 outside (dG_t's panel, B x 256 bytes, stays in L1 across the row tiles), rows of 6 inside.
 void accumulate_dw(const float* x, int64_t I, const float* h, int64_t H, const float* dg, int64_t B, float* dwt) {
   static const auto tiles = accumulate_tiles(std::make_integer_sequence<int, kMR>{});
-  const int64_t N = 4 * H;
-  for (int64_t m = 0; m < N; m += 16 * kNV) {
-    int64_t row = 0;
-    for (const auto& [src, K] : {std::pair{x, I}, std::pair{h, H}}) {
-      for (int64_t n = 0; n < K; n += kMR) {
-        const int64_t mr = std::min<int64_t>(kMR, K - n);
-        tiles[mr - 1](Operand{src + n, 1, K, dg + m, 16, N, B}, dwt + (row + n) * N + m, N);
+  const int64_t N = 4 * H, panel = 16 * kNV;           // threads take column panels (N is a multiple of 64)
+  at::parallel_for(0, N / panel, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin * panel; m < end * panel; m += panel) {
+      int64_t row = 0;
+      for (const auto& [src, K] : {std::pair{x, I}, std::pair{h, H}}) {
+        for (int64_t n = 0; n < K; n += kMR) {
+          const int64_t mr = std::min<int64_t>(kMR, K - n);
+          tiles[mr - 1](Operand{src + n, 1, K, dg + m, 16, N, B}, dwt + (row + n) * N + m, N);
+        }
+        row += K;
       }
-      row += K;
     }
-  }
+  });
 }
+
 // Prefetch rows x bytes from p (row stride in floats) into L2, a cache line at a time.
 inline void prefetch_rows(const float* p, int64_t rows, int64_t stride, int64_t bytes) {
   for (int64_t r = 0; r < rows; ++r)
@@ -476,7 +488,9 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
     int64_t pending = 0;
     auto flush = [&] {
       double* total = dwt->data_ptr<double>();
-      for (size_t j = 0; j < block.size(); ++j) total[j] += block[j], block[j] = 0;
+      at::parallel_for(0, static_cast<int64_t>(block.size()), 1 << 14, [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j) total[j] += block[j], block[j] = 0;
+      });
       pending = 0;
     };
     auto add_dw = [&](const Slot& s) {
