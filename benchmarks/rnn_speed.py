@@ -11,7 +11,8 @@ time / peak; the peak is the best product timed here, through torch.mm and throu
 different on AMD processors, see docs/design.md), and the bytes each side saves for backward (saved_tensors_hooks).
 
 Default clock: this process's CPU time with 1 thread, because the machine is shared (load averages near 12 on 2
-cores make wall-clock ratios swing 0.3-5x); `--clock wall --threads 2` for a quiet machine. `--device cuda` compares
+cores make wall-clock ratios swing 0.3-5x); `--clock wall --threads 2` on a quiet machine measures what a user with
+torch's default threads sees (its own section in docs/benchmarks.md; `make bench` runs both). `--device cuda` compares
 against cuDNN (wall clock with synchronisation).
 
     python benchmarks/rnn_speed.py [--repeats 5] [--quick] [--no-write] [--device cuda] [--layers LSTM ...]
@@ -162,7 +163,9 @@ def main() -> None:
     if not args.no_write and not args.quick and args.layers == list(GATES):
         tuned = "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 " \
             if os.environ.get("MALLOC_MMAP_MAX_") == "0" else ""
-        write_section(f"rnn_speed_{args.device}", body, command=tuned + "python " + " ".join(sys.argv))
+        key = f"rnn_speed_{args.device}" + ("" if (args.clock, args.threads) == ("cpu", 1)
+                                            else f"_{args.clock}_{args.threads}threads")
+        write_section(key, body, command=tuned + "python " + " ".join(sys.argv))
 
 
 if __name__ == "__main__":
