@@ -94,6 +94,29 @@ def test_packed_weight_gradients_over_a_long_sequence_are_as_accurate_as_torch(p
     assert errors["ours"] < 3 * errors["torch"], errors
 
 
+def test_packed_kernel_gives_the_same_bits_on_any_number_of_threads(packed):
+    """Each step's tiles are split over torch's threads; every tile sums in the same order whichever thread runs it,
+    so outputs and gradients are bitwise equal on 1 and 2 threads (same seed, same numbers)."""
+    T, B, I, H = 9, 13, 7, 80  # noqa: N806
+    torch.manual_seed(0)
+    m, x = LSTM(I, H, num_layers=2, bidirectional=True), torch.randn(T, B, I, requires_grad=True)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            m.zero_grad()
+            x.grad = None
+            out, (h, c) = m(x)
+            (out.square().sum() + h.sum() + c.sum()).backward()
+            results.append([out, h, c, x.grad] + [p.grad for p in m.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    assert set(packed) == {2}
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_packed_kernel_without_bias_equals_torch(packed):
     compare_direction("lstm", torch.float32, reverse=False, bias=False, sizes=PACKED[0])
     assert packed == [2, 2]
