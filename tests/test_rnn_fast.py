@@ -179,6 +179,25 @@ def test_cuda_equals_cpu(name):
         torch.testing.assert_close(q.grad.cpu(), p.grad, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_runs_off_the_cpu_with_no_cpu_assumptions(name, monkeypatch):
+    """Where no GPU is lent, the non-CPU path is checked on torch's `meta` device (shapes without data): every buffer
+    must come from the input's device (a CPU tensor mixed in raises), and the compiled CPU loops must not be asked.
+    The numbers themselves are checked on CUDA by test_cuda_equals_cpu whenever a GPU is present."""
+    asked = []
+    real = fast._compiled
+    monkeypatch.setattr(fast, "_compiled", lambda x: asked.append(x.device.type) or real(x))
+    m = getattr(rnn, name)(I, H, num_layers=2, bidirectional=True, batch_first=True).to("meta")
+    x = torch.randn(N, L, I, device="meta", requires_grad=True)
+    out, _ = m(x)
+    out.sum().backward()
+    assert out.device.type == "meta" and out.shape == (N, L, 2 * H)
+    assert x.grad.shape == x.shape and all(p.grad.shape == p.shape and p.grad.is_meta for p in m.parameters())
+    with torch.no_grad():
+        assert m(x)[0].shape == (N, L, 2 * H)
+    assert set(asked) <= {"meta"} and (name != "LSTM" or asked)
+    assert real(x) is None
+
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
 def test_saves_no_more_for_backward_than_torch(name):
