@@ -1,15 +1,17 @@
-// The step loops of one LSTM layer-direction (scratchlab.rnn.fast), compiled: per step one matrix product and ONE
-// fused pass over the (B, 4H) gates, instead of a Python loop paying ~12 us per product call and ~12 small
-// pointwise ops per step. Loaded by scratchlab/rnn/_cext.py; the math and the layouts are fast.py's:
+// The step loops of one LSTM layer-direction (scratchlab.rnn.fast), compiled. Loaded by scratchlab/rnn/_cext.py;
+// the math and the layouts are fast.py's (docs/design.md, speed plan, says what each part bought):
 //
-//   G   (T, B, 4H)  on entry x_t W_ih^T + b for every t, gates in (o, i, f, g) order with the g block scaled by 2
-//                   (tanh(a) = 2 sigmoid(2a) - 1); on exit the activated gates (o, i, f, g)
+//   G   (T, B, 4H)  gates in (o, i, f, g) order with the g block scaled by 2 (tanh(a) = 2 sigmoid(2a) - 1): the
+//                   activated gates after the forward (with the library kernel, x_t W_ih^T + b on entry)
 //   Hs, Cs, TC (T+1, B, H)  states h, c and tanh(c); a forward step reads slot t and writes t+1, a reverse step
 //                   reads t+1 and writes t
-//   w   the recurrent weight (4H, H) as fast.py's `pack` returns it (oneDNN's blocked layout for float32 on CPU)
 //
-// The products go through oneDNN's matmul (the operator torch.ops.mkldnn._linear_pointwise, found once through the
-// dispatcher) when `onednn` is true, else at::mm. The pointwise loops are plain C++ that gcc vectorises (-O3).
+// Two kernels. The packed kernel (float32, AVX-512, H a multiple of 16; `forward_packed`, `backward` with kernel 2)
+// computes the step products itself in register tiles, with the input projection, the gate math and the weight
+// gradients inside the step loops and each step's tiles split over torch's threads: no library call per step.
+// The library kernel (everything else; `forward`, `backward` with kernel 0 or 1) makes each step's product with
+// oneDNN's matmul (torch.ops.mkldnn._linear_pointwise, found once through the dispatcher) or at::mm, followed by
+// ONE fused pass over the step's (B, 4H) gates. The pointwise loops are plain C++ that gcc vectorises (-O3).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -328,6 +330,9 @@ void check_packed(const Tensor& G, int64_t H, const Tensor& w) {
               ", H = ", H, ", weight ", w.sizes());
 }
 
+// The forward with the library kernel: G holds x_t W_ih^T + b for every t on entry, the activated gates on exit
+// (unfinished when !keep, inference); w is W_hh (4H, H) as fast.py's `pack` returns it (oneDNN's blocked layout for
+// float32 on CPU when onednn, else plain).
 void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bool reverse, bool onednn, bool keep) {
   const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
   TORCH_CHECK(G.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && TC.is_contiguous(),
