@@ -6,7 +6,7 @@ oneDNN's products and at::mm's), at a hidden size wide enough for the vectorised
 only its remainder, and that the Python loops still take over, with one warning, when the extension cannot be
 built. Where the build has the packed AVX-512 kernel (float32, hidden a multiple of 16), it is compared at sizes
 that leave remainders in every tiling loop: batch rows past the last full 6-row tile, backward panels narrower than
-4 x 16 units, an input width that is not a multiple of 16, no bias. The build (about 15 s) happens here if
+4 x 16 units, a wider hidden size (144), an input width that is not a multiple of 16, no bias. The build (about 15 s) happens here if
 `make setup` has not done it.
 """
 
@@ -22,8 +22,9 @@ from scratchlab.rnn._gemm import use_onednn
 from test_rnn_fast import compare_direction
 
 WIDE = (7, 5, 9, 40)  # length, batch, input, hidden: 40 = two 16-wide vectors + a remainder of 8
-# packed kernel: batch 13 = 6 + 6 + 1 rows; hidden 80 = backward panels of 64 + 16 units; 48 = one panel of 48
-PACKED = [(6, 13, 9, 80), (5, 7, 3, 48), (3, 6, 16, 16)]
+# packed kernel: batch 13 = 6 + 6 + 1 rows; hidden 80 = backward panels of 64 + 16 units; 48 = one panel of 48;
+# 144: a backward product with K = 4H = 576 and 3 panels
+PACKED = [(6, 13, 9, 80), (5, 7, 3, 48), (3, 6, 16, 16), (3, 7, 5, 144)]
 
 
 @pytest.fixture
