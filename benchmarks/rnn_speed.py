@@ -146,7 +146,8 @@ def main() -> None:
                              f"{mem:.2f}" if train else ""])
                 print(" | ".join(rows[-1]), flush=True)
     ref = "cuDNN" if args.device == "cuda" else "torch.nn"
-    body = (f"## Recurrent layers, fast path vs {ref} ({args.device})\n\n"
+    mode = "" if (args.clock, args.threads) == ("cpu", 1) else f", {args.threads} threads, {args.clock} clock"
+    body = (f"## Recurrent layers, fast path vs {ref} ({args.device}{mode})\n\n"
             "Shapes (batch, length, input, hidden): a (128, 20, 10, 128), b (64, 400, 128, 128), "
             "c (64, 100, 256, 512); float32, input without gradient. Ratio = ours / torch, median of "
             f"{repeats} interleaved pairs after a warm-up; clock: {args.clock} "
