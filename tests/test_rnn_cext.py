@@ -4,10 +4,10 @@ fast.lstm_direction takes the compiled loops whenever they build; these tests ma
 (with torch.nn.LSTM's outputs, final states and gradients, float32 to 1e-5 and float64 to 1e-10, both run orders,
 oneDNN's products and at::mm's), at a hidden size wide enough for the vectorised body of the gate loops and not
 only its remainder, and that the Python loops still take over, with one warning, when the extension cannot be
-built. Where the build has the packed AVX-512 kernel (float32, hidden a multiple of 16), it is compared at sizes
-that leave remainders in every tiling loop: batch rows past the last full 6-row tile, backward panels narrower than
-4 x 16 units, a wider hidden size (144), an input width that is not a multiple of 16, no bias. The build (about 15 s) happens here if
-`make setup` has not done it.
+built. Where the build has the packed AVX-512 kernel (float32), it is compared at sizes that leave remainders in
+every tiling loop: batch rows past the last full 6-row tile, backward panels narrower than 4 x 16 units, hidden sizes
+that are not a multiple of 16 (the last group of units padded), a wider hidden size (144), an input width that is
+not a multiple of 16, no bias. The build (about 15 s) happens here if `make setup` has not done it.
 """
 
 import os
@@ -23,8 +23,15 @@ from test_rnn_fast import compare_direction
 
 WIDE = (7, 5, 9, 40)  # length, batch, input, hidden: 40 = two 16-wide vectors + a remainder of 8
 # packed kernel: batch 13 = 6 + 6 + 1 rows; hidden 80 = backward panels of 64 + 16 units; 48 = one panel of 48;
-# 144: a backward product with K = 4H = 576 and 3 panels
-PACKED = [(6, 13, 9, 80), (5, 7, 3, 48), (3, 6, 16, 16), (3, 7, 5, 144)]
+# 144: a backward product with K = 4H = 576 and 3 panels; hidden 40, 100 and 7: the last group of 16 units padded
+# (8, 4 and 9 units of padding; backward panels of 40, 64 + 36 and 7 columns)
+PACKED = [(6, 13, 9, 80), (5, 7, 3, 48), (3, 6, 16, 16), (3, 7, 5, 144), (5, 7, 9, 40), (4, 13, 5, 100),
+          (4, 8, 6, 7)]
+
+
+def library_kernel(ops, x, H):  # noqa: N803
+    """fast._step_kernel's choice with the packed kernel set aside: the library products (oneDNN or at::mm)."""
+    return int(use_onednn(x))
 
 
 @pytest.fixture
@@ -42,8 +49,11 @@ def compiled():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_compiled_equals_torch(compiled, monkeypatch, reverse, dtype):
+    """The library kernel (per-step oneDNN or at::mm products, one fused gate pass), which float64 takes, and float32
+    where the build has no packed kernel (forced here for float32)."""
     calls = []
     monkeypatch.setattr(fast, "_compiled", lambda x: calls.append(x.dtype) or compiled)
+    monkeypatch.setattr(fast, "_step_kernel", library_kernel)
     compare_direction("lstm", dtype, reverse, sizes=WIDE)
     assert calls == [dtype, dtype]  # forward and backward both ran compiled
 
@@ -123,11 +133,10 @@ def test_packed_kernel_without_bias_equals_torch(packed):
     assert packed == [2, 2]
 
 
-def test_packed_kernel_is_not_used_where_it_does_not_apply(packed):
-    """Hidden sizes that are not a multiple of 16, and float64, take the library products."""
-    compare_direction("lstm", torch.float32, reverse=False, sizes=WIDE)
+def test_packed_kernel_is_not_used_for_float64(packed):
+    """float64 takes the library kernel's at::mm products (the packed kernel is float32 only)."""
     compare_direction("lstm", torch.float64, reverse=False, sizes=PACKED[0])
-    assert packed == [1 if use_onednn(torch.zeros(1)) else 0] * 2 + [0, 0]
+    assert packed == [0, 0]
 
 
 def test_packed_kernel_inference_equals_torch(packed):
@@ -146,27 +155,34 @@ def test_packed_kernel_inference_equals_torch(packed):
 def test_packed_kernel_rejects_what_it_cannot_do(packed):
     """The operator checks its inputs rather than reading past them."""
     ops = _cext.ops()
-    T, B, I, H = 2, 3, 5, 24  # noqa: N806  (24: not a multiple of 16)
+    T, B, I, H = 2, 3, 5, 24  # noqa: N806
     x, w_ih, w_hh = torch.randn(T, B, I), torch.randn(4 * H, I), torch.randn(4 * H, H)
     bufs = [torch.empty(T, B, 4 * H)] + [torch.zeros(T + 1, B, H) for _ in range(3)]
-    with pytest.raises(RuntimeError, match="H a multiple of 16"):
+    with pytest.raises(RuntimeError, match="pack_gates weight"):     # unpacked weights
         ops.forward_packed(x, w_ih, None, w_hh, *bufs, False, True)
-    with pytest.raises(RuntimeError, match="H a multiple of 16"):
-        ops.pack_gates(w_hh, 2.0, False)
-    H = 32  # noqa: N806
-    bufs = [torch.empty(T, B, 4 * H)] + [torch.zeros(T + 1, B, H) for _ in range(3)]
-    with pytest.raises(RuntimeError, match="not pack16"):
-        ops.forward_packed(x, fast.pack16(torch.randn(4 * H, I + 1)), None, fast.pack16(torch.randn(4 * H, H)),
+    with pytest.raises(RuntimeError, match="not pack_gates"):        # packed for another input width
+        ops.forward_packed(x, ops.pack_gates(torch.randn(4 * H, I + 1), 2.0, False), None,
+                           ops.pack_gates(w_hh, 2.0, False), *bufs, False, True)
+    with pytest.raises(RuntimeError, match="bias must be"):          # an unpadded bias (4H, not 4 * 32)
+        ops.forward_packed(x, ops.pack_gates(w_ih, 2.0, False), torch.zeros(4 * H), ops.pack_gates(w_hh, 2.0, False),
                            *bufs, False, True)
+    with pytest.raises(RuntimeError, match="expected a float32 .4H, K. weight"):
+        ops.pack_gates(torch.randn(4 * H + 1, H), 2.0, False)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-def test_pack_gates_is_pack16_of_the_reordered_weight(packed, transposed):
+@pytest.mark.parametrize("H", [32, 20])
+def test_pack_gates_is_pack16_of_the_reordered_weight(packed, transposed, H):  # noqa: N803
     """The one-pass packing against its definition: torch's (i, f, g, o) blocks reordered to (o, i, f, g), g
-    scaled, then pack16 (of the transpose, for the backward's product)."""
-    w = torch.randn(4 * 32, 48)
+    scaled, each block padded with zero rows to a multiple of 16 (H = 20: 12 rows), then pack16; transposed (the
+    backward's product, K = H), pack16 of the unpadded matrix's transpose."""
+    w = torch.randn(4 * H, H)
     want = fast._perm(w, fast._TO_OIFG, 2.0)
-    want = fast.pack16(want.t().contiguous() if transposed else want)
+    if transposed:
+        want = fast.pack16(want.t().contiguous())
+    else:
+        pad = -H % 16
+        want = fast.pack16(torch.cat([torch.cat([b, b.new_zeros(pad, H)]) for b in want.chunk(4)]))
     assert torch.equal(_cext.ops().pack_gates(w, 2.0, transposed), want)
 
 
@@ -180,8 +196,9 @@ def test_python_loops_equal_torch(monkeypatch, reverse, dtype):
 
 @pytest.mark.skipif(not use_onednn(torch.zeros(1)), reason="oneDNN matmul not available in this torch build")
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")
-def test_compiled_with_atmm_products_equals_torch(compiled):
-    """float32 with oneDNN switched off: the compiled loops' at::mm products."""
+def test_compiled_with_atmm_products_equals_torch(compiled, monkeypatch):
+    """float32 with oneDNN switched off: the library kernel's at::mm products."""
+    monkeypatch.setattr(fast, "_step_kernel", library_kernel)
     with torch.backends.mkldnn.flags(enabled=False):
         compare_direction("lstm", torch.float32, reverse=False, sizes=WIDE)
 

@@ -112,17 +112,19 @@ def _compiled(x: Tensor):
 
 
 def pack16(w: Tensor) -> Tensor:
-    """w (N, K) with N a multiple of 16 in the layout the compiled packed kernel reads: N/16 panels of 16 rows, each
-    transposed, (N/16, K, 16), so that one k of 16 consecutive output columns is one 64-byte vector. The extension's
-    `pack_gates` builds it in one pass, with the gate reordering and scaling; this is its readable definition."""
+    """w (N, K) in the layout the compiled packed kernel reads: its rows padded with zeros to a multiple of 16, cut
+    into panels of 16 rows, each transposed, (ceil(N/16), K, 16), so that one k of 16 consecutive output columns is
+    one 64-byte vector. The extension's `pack_gates` builds it in one pass, with the gate reordering, scaling and
+    per-gate padding; this is its readable definition."""
     n, k = w.shape
-    return w.reshape(n // 16, 16, k).transpose(1, 2).contiguous()
+    w = torch.cat([w, w.new_zeros(-n % 16, k)]) if n % 16 else w
+    return w.reshape(-1, 16, k).transpose(1, 2).contiguous()
 
 
 def _step_kernel(ops, x: Tensor, H: int) -> int:
-    """The compiled loops' step products: 2 = the packed AVX-512 kernel (float32, H a multiple of 16, a build with
-    AVX-512), else 1 = oneDNN's matmul or 0 = at::mm, as csrc/lstm.cpp's `Kernel`."""
-    if x.dtype == torch.float32 and H % 16 == 0 and ops.packed_available():
+    """The compiled loops' step products: 2 = the packed AVX-512 kernel (float32, a build with AVX-512), else
+    1 = oneDNN's matmul or 0 = at::mm, as csrc/lstm.cpp's `Kernel`."""
+    if x.dtype == torch.float32 and ops.packed_available():
         return 2
     return int(use_onednn(x))
 
@@ -190,7 +192,8 @@ def _lstm_local(dG, A, G, Cs, TC, t0, t1, reverse):
 
 
 # The packed backward accumulates the weight gradients step by step, dW^T += [x_t, h_{t-1}]^T dG_t while dG_t is in
-# cache, when that (I+H, 4H) float32 block is at most this size; larger blocks leave cache on every step, and one
+# cache, when H is a multiple of 16 (its tiles read dG_t in whole 64-column panels) and that (I+H, 4H) float32 block
+# is at most this size; larger blocks leave cache on every step, and one
 # oneDNN GEMM over all steps after the loop is faster. Measured (fwd+bwd, batch 64, 1 thread; in-loop vs GEMM):
 # 0.5 MiB (I=H=128) 91 vs 99 ms, 0.94 MiB 86 vs 93, 2 MiB (I=H=256) 86 vs 88, 6 MiB (I=256, H=512) 296 vs 272.
 _DW_IN_LOOP_BYTES = 2 << 20
@@ -217,7 +220,8 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False, x=
             gout[last] += dh_n
         dc = dc_n.clone(memory_format=torch.contiguous_format) if dc_n is not None else Hs.new_zeros(B, H)
         dG, db = Hs.new_empty(T, B, 4 * H), Hs.new_zeros(4 * H if need_db else 0, dtype=torch.float64)
-        in_loop = x is not None and kernel == 2 and (x.shape[2] + H) * 4 * H * 4 <= _DW_IN_LOOP_BYTES
+        in_loop = (x is not None and kernel == 2 and H % 16 == 0
+                   and (x.shape[2] + H) * 4 * H * 4 <= _DW_IN_LOOP_BYTES)
         dwt = Hs.new_zeros(x.shape[2] + H, 4 * H, dtype=torch.float64) if in_loop else None
         dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, kernel, x, Hs, dwt)
         return dG, dh0, dc, (db.to(Hs.dtype) if need_db else None), (None if dwt is None else dwt.to(Hs.dtype))

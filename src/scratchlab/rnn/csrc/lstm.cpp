@@ -6,7 +6,7 @@
 //   Hs, Cs, TC (T+1, B, H)  states h, c and tanh(c); a forward step reads slot t and writes t+1, a reverse step
 //                   reads t+1 and writes t
 //
-// Two kernels. The packed kernel (float32, AVX-512, H a multiple of 16; `forward_packed`, `backward` with kernel 2)
+// Two kernels. The packed kernel (float32 on an AVX-512 CPU, any H; `forward_packed`, `backward` with kernel 2)
 // computes the step products itself in register tiles, with the input projection, the gate math and the weight
 // gradients inside the step loops and each step's tiles split over torch's threads: no library call per step.
 // The library kernel (everything else; `forward`, `backward` with kernel 0 or 1) makes each step's product with
@@ -135,12 +135,13 @@ inline void backward_block(const T* g, const T* go, const T* y, int64_t ys, T* d
 }
 
 // ---------------------------------------------------------------------------------------------- packed kernel
-// The step products without a library call: on a float32 CPU with AVX-512 and H a multiple of 16, each step's
-// product is computed here in register tiles and the gate math runs on each tile while it is in L1, so a step
-// pays neither the library's per-call cost (~9 us through the dispatcher) nor a second pass over (B, 4H).
+// The step products without a library call: on a float32 CPU with AVX-512, each step's product is computed here in
+// register tiles and the gate math runs on each tile while it is in L1, so a step pays neither the library's
+// per-call cost (~9 us through the dispatcher) nor a second pass over (B, 4H).
 //
-// Weights come as `pack16(w)` (fast.py): w (N, K) cut into N/16 panels of 16 rows, each stored transposed,
-// (N/16, K, 16), so that a tile reads 16 consecutive output columns of one k as one 64-byte vector. A tile is MR
+// Weights come as `pack_gates(w)` (fast.pack16 is its definition): w (N, K) padded with zero rows to a multiple of
+// 16 and cut into panels of 16 rows, each stored transposed, (N/16, K, 16), so that a tile reads 16 consecutive
+// output columns of one k as one 64-byte vector. A tile is MR
 // rows of the left operand by NV panels (16 NV columns), MR x NV accumulators (at most 6 x 4 = 24 of AVX-512's 32
 // vector registers); the NV panels of a tile may lie anywhere in the packed weight (a base and a stride), so the
 // forward takes the o, i, f, g panels of the same 16 hidden units as one tile and finishes those cells at once.
@@ -232,33 +233,37 @@ TileFn tile(int64_t mr, int64_t nv) {
   return table[nv - 1][mr - 1];
 }
 
-// One forward step with the input projection inside: x (B, I) = x_t, h (B, H) = h_{t-1}; wx = pack16(W_ih)
-// (4H/16, I, 16), wh = pack16(W_hh) (4H/16, H, 16), bias (4H) or null; g (B, 4H) receives the activated gates when
-// Keep; c0, c1, tc, h1 as forward_block's for the whole step. Tiles: the o, i, f, g panels of 16 units by kMR rows.
+// One forward step with the input projection inside: x (B, I) = x_t, h (B, H) = h_{t-1}; wx = pack_gates(W_ih)
+// (4Hp/16, I, 16), wh = pack_gates(W_hh) (4Hp/16, H, 16), bias (4Hp) or null, each gate block padded with zeros to
+// Hp = H rounded up to 16; g (B, 4H) receives the activated gates when Keep; c0, c1, tc, h1 as forward_block's for
+// the whole step. Tiles: the o, i, f, g panels of 16 units by kMR rows; the last group's padding is computed and
+// not stored.
 template <bool Keep>
 void packed_forward_step(const float* x, int64_t I, const float* wx, const float* bias, float* g, const float* h,
                          const float* wh, const float* c0, float* c1, float* tc, float* h1, int64_t B, int64_t H) {
+  const int64_t groups = (H + 15) / 16, Hp = groups * 16;
   // threads take groups of 16 units (each group's cells depend on nothing else of this step)
-  at::parallel_for(0, H / 16, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
     alignas(64) float out[kMR * 64];
     for (int64_t u = begin * 16; u < end * 16; u += 16) {
+      const int64_t units = std::min<int64_t>(16, H - u);
       for (int64_t r = 0; r < B; r += kMR) {
         const int64_t mr = std::min<int64_t>(kMR, B - r), s = r * H + u;
-        // the o, i, f, g panels of units u..u+15 lie H/16 panels apart
-        const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, (H / 16) * I * 16, 16, I};
-        const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, (H / 16) * H * 16, 16, H};
-        tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, H, out);
+        // the o, i, f, g panels of units u..u+15 lie Hp/16 panels apart
+        const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, groups * I * 16, 16, I};
+        const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, groups * H * 16, 16, H};
+        tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, Hp, out);
         forward_block<float, Keep, false>(Keep ? g + r * 4 * H + u : nullptr, out, 64, 16, c0 + s, c1 + s, tc + s,
-                                          h1 + s, mr, 16, H);
+                                          h1 + s, mr, units, H);
       }
     }
   });
 }
 
-// a (M, K) w^T with w = pack16 of an (N, K) matrix, tile by tile: `fin(r, mr, u, nv, tile)` takes each (mr rows of
-// 16 nv columns from row r, column u; row stride 64); `pre(r, mr, u, nv)` runs before each tile's product (to
-// prefetch what fin will read: the product hides the memory latency). Threads take column panels of 16 kNV, so
-// pre and fin must only touch their tile's columns.
+// a (M, K) w^T with w = pack16 of an (N, K) matrix (N padded with zero rows to a multiple of 16), tile by tile:
+// `fin(r, mr, u, cols, tile)` takes each (mr rows of `cols` columns from row r, column u; row stride 64);
+// `pre(r, mr, u, cols)` runs before each tile's product (to prefetch what fin will read: the product hides the
+// memory latency). Threads take column panels of 16 kNV, so pre and fin must only touch their tile's columns.
 template <typename Pre, typename Fin>
 void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_t N, Pre pre, Fin fin) {
   const int64_t panel = 16 * kNV;
@@ -266,12 +271,12 @@ void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_
     alignas(64) float out[kMR * 64];
     const Operand none{nullptr, 0, 0, nullptr, 0, 0, 0};
     for (int64_t u = begin * panel; u < std::min(N, end * panel); u += panel) {
-      const int64_t nv = std::min<int64_t>(kNV, (N - u) / 16);
+      const int64_t nv = std::min<int64_t>(kNV, (N - u + 15) / 16), cols = std::min<int64_t>(16 * nv, N - u);
       for (int64_t r = 0; r < M; r += kMR) {
         const int64_t mr = std::min<int64_t>(kMR, M - r);
-        pre(r, mr, u, nv);
+        pre(r, mr, u, cols);
         tile(mr, nv)(Operand{a + r * K, K, 1, w + (u / 16) * K * 16, K * 16, 16, K}, none, nullptr, 0, out);
-        fin(r, mr, u, nv, static_cast<const float*>(out));
+        fin(r, mr, u, cols, static_cast<const float*>(out));
       }
     }
   });
@@ -323,11 +328,11 @@ bool packed_available() {
 #endif
 }
 
-void check_packed(const Tensor& G, int64_t H, const Tensor& w) {
+void check_packed(const Tensor& G, const Tensor& w) {
   TORCH_CHECK(packed_available(), "lstm: this build has no packed kernel (needs AVX-512)");
-  TORCH_CHECK(G.scalar_type() == at::kFloat && H % 16 == 0 && w.is_contiguous() && w.dim() == 3 && w.size(2) == 16,
-              "lstm: the packed kernel needs float32, H a multiple of 16 and a pack16 weight, got ", G.scalar_type(),
-              ", H = ", H, ", weight ", w.sizes());
+  TORCH_CHECK(G.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 3 && w.size(2) == 16,
+              "lstm: the packed kernel needs float32 and a pack_gates weight, got ", G.scalar_type(), ", weight ",
+              w.sizes());
 }
 
 // The forward with the library kernel: G holds x_t W_ih^T + b for every t on entry, the activated gates on exit
@@ -358,19 +363,21 @@ void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bo
 void lstm_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
                          Tensor G, Tensor Hs, Tensor Cs, Tensor TC, bool reverse, bool keep) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), n = B * H;
-  check_packed(Hs, H, wh);
-  check_packed(Hs, H, wx);
+  check_packed(Hs, wh);
+  check_packed(Hs, wx);
   TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && x.scalar_type() == at::kFloat &&
               (!keep || (G.is_contiguous() && TC.is_contiguous())), "lstm_forward_packed: buffers must be "
               "contiguous float32");
-  TORCH_CHECK(wh.size(0) == H / 4 && wh.size(1) == H && wx.size(0) == H / 4 && wx.size(1) == I,
-              "lstm_forward_packed: weights ", wx.sizes(), ", ", wh.sizes(), " are not pack16 of (4H, I), (4H, H)");
+  const int64_t Hp = (H + 15) / 16 * 16;
+  TORCH_CHECK(wh.size(0) == Hp / 4 && wh.size(1) == H && wx.size(0) == Hp / 4 && wx.size(1) == I,
+              "lstm_forward_packed: weights ", wx.sizes(), ", ", wh.sizes(), " are not pack_gates of (4H, I), (4H, H)",
+              " for H = ", H);
   const int64_t c_slots = keep ? T + 1 : 2;
   TORCH_CHECK(Hs.size(0) == T + 1 && Hs.size(1) == B && Cs.numel() == c_slots * n &&
               (!keep || (G.numel() == T * 4 * n && TC.numel() == (T + 1) * n)),
               "lstm_forward_packed: buffer shapes do not match x ", x.sizes());
-  TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == 4 * H && bias->scalar_type() == at::kFloat),
-              "lstm_forward_packed: bias must be a contiguous float32 (4H,) tensor");
+  TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == 4 * Hp && bias->scalar_type() == at::kFloat),
+              "lstm_forward_packed: bias must be a contiguous float32 (4Hp,) tensor (pack_gates of (4H, 1))");
 #ifdef SCRATCHLAB_PACKED
   float *h = Hs.data_ptr<float>(), *c = Cs.data_ptr<float>();
   float *g = keep ? G.data_ptr<float>() : nullptr, *tc = keep ? TC.data_ptr<float>() : nullptr;
@@ -390,30 +397,29 @@ void lstm_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<
 }
 
 // w (4H, K) in torch's gate order (i, f, g, o) as the packed kernel reads it: the gate blocks in (o, i, f, g) order,
-// the g block times g_scale, then pack16: (4H/16, K, 16); or, transposed, pack16 of that matrix's transpose,
-// (K/16, 4H, 16), which the backward's dG W_hh reads. One pass, where permuting, scaling and packing with tensor ops
-// took six (a sizeable part of a short sequence's time).
+// the g block times g_scale, each block padded with zero rows to Hp = H rounded up to 16, then pack16:
+// (4Hp/16, K, 16). Transposed (the backward's dG W_hh, K = H): pack16 of that matrix's transpose without the
+// padding, its K (= H) rows padded instead: (Hp/16, 4H, 16). One pass, where permuting, scaling and packing with
+// tensor ops took six (a sizeable part of a short sequence's time).
 Tensor pack_gates(const Tensor& w, double g_scale, bool transposed) {
-  TORCH_CHECK(w.dim() == 2 && w.size(0) % 64 == 0 && w.scalar_type() == at::kFloat,
-              "pack_gates: expected a float32 (4H, K) weight with H a multiple of 16, got ", w.scalar_type(), " ",
-              w.sizes());
-  TORCH_CHECK(!transposed || w.size(1) % 16 == 0, "pack_gates: transposed packing needs K a multiple of 16, got ",
-              w.sizes());
+  TORCH_CHECK(w.dim() == 2 && w.size(0) % 4 == 0 && w.size(0) > 0 && w.scalar_type() == at::kFloat,
+              "pack_gates: expected a float32 (4H, K) weight, got ", w.scalar_type(), " ", w.sizes());
   const Tensor src = w.contiguous();
   const int64_t N = w.size(0), K = w.size(1), H = N / 4;
   constexpr int64_t from_torch[4] = {3, 0, 1, 2};         // (o, i, f, g) <- torch's blocks (i, f, g, o)
-  Tensor out = transposed ? at::empty({K / 16, N, 16}, w.options()) : at::empty({N / 16, K, 16}, w.options());
+  const int64_t Hp = (H + 15) / 16 * 16, Kp = (K + 15) / 16 * 16;
+  Tensor out = transposed ? at::zeros({Kp / 16, N, 16}, w.options()) : at::zeros({4 * Hp / 16, K, 16}, w.options());
   const float* ws = src.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  for (int64_t m = 0; m < N; ++m) {                       // row m of the reordered matrix
-    const int64_t q = m / H;
+  for (int64_t m = 0; m < N; ++m) {                       // row m of the reordered matrix (unpadded)
+    const int64_t q = m / H, j = m % H;
     const float scale = q == 3 ? static_cast<float>(g_scale) : 1.f;
-    const float* row = ws + (from_torch[q] * H + m % H) * K;
+    const float* row = ws + (from_torch[q] * H + j) * K;
     if (transposed) {                                     // out[p][m][l] = row[16 p + l]
-      for (int64_t p = 0; p < K / 16; ++p)
-        for (int64_t l = 0; l < 16; ++l) o[(p * N + m) * 16 + l] = row[p * 16 + l] * scale;
-    } else {                                              // out[m / 16][k][m % 16] = row[k]
-      float* dst = o + (m / 16) * K * 16 + m % 16;
+      for (int64_t k = 0; k < K; ++k) o[((k / 16) * N + m) * 16 + k % 16] = row[k] * scale;
+    } else {                                              // padded row mp: out[mp / 16][k][mp % 16] = row[k]
+      const int64_t mp = q * Hp + j;
+      float* dst = o + (mp / 16) * K * 16 + mp % 16;
       for (int64_t k = 0; k < K; ++k) dst[k * 16] = row[k] * scale;
     }
   }
@@ -431,22 +437,22 @@ void accumulate_dw(const double*, int64_t, const double*, int64_t, const double*
 #ifdef SCRATCHLAB_PACKED
 void packed_backward_step(const float* dg_next, const Tensor& w_t, const float* g, const float* go, const float* c0,
                           const float* tc, float* dc, float* dg, float* dbias, int64_t B, int64_t H) {
-  packed_product(dg_next, B, 4 * H, w_t.data_ptr<float>(), H, [&](int64_t r, int64_t mr, int64_t u, int64_t nv) {
-    const int64_t o = r * H + u, bytes = 64 * nv;
+  packed_product(dg_next, B, 4 * H, w_t.data_ptr<float>(), H, [&](int64_t r, int64_t mr, int64_t u, int64_t cols) {
+    const int64_t o = r * H + u, bytes = 4 * cols;
     for (int64_t q = 0; q < 4; ++q) prefetch_rows(g + r * 4 * H + q * H + u, mr, 4 * H, bytes);
     for (const float* p : {go, c0, tc, static_cast<const float*>(dc)}) prefetch_rows(p + o, mr, H, bytes);
-  }, [&](int64_t r, int64_t mr, int64_t u, int64_t nv, const float* y) {
+  }, [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
     const int64_t o = r * H + u;
     backward_block<float>(g + r * 4 * H + u, go + o, y, 64, dc + o, c0 + o, tc + o, dg + r * 4 * H + u,
-                          dbias ? dbias + u : nullptr, mr, 16 * nv, H);
+                          dbias ? dbias + u : nullptr, mr, cols, H);
   });
 }
 
 // out (B, H) = a (B, 4H) W with w_t = pack16(W^T).
 void packed_linear(const float* a, const Tensor& w_t, float* out, int64_t B, int64_t H) {
   packed_product(a, B, 4 * H, w_t.data_ptr<float>(), H, [](int64_t, int64_t, int64_t, int64_t) {},
-                 [&](int64_t r, int64_t mr, int64_t u, int64_t nv, const float* y) {
-    for (int64_t i = 0; i < mr; ++i) std::copy(y + i * 64, y + i * 64 + 16 * nv, out + (r + i) * H + u);
+                 [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
+    for (int64_t i = 0; i < mr; ++i) std::copy(y + i * 64, y + i * 64 + cols, out + (r + i) * H + u);
   });
 }
 #else
@@ -474,7 +480,13 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
   TORCH_CHECK(db.numel() == 0 || (db.numel() == 4 * H && db.scalar_type() == at::kDouble && db.is_contiguous()),
               "lstm_backward: db must be empty or a contiguous float64 (4H,) tensor");
   double* dbias = db.numel() ? db.data_ptr<double>() : nullptr;
-  if (kernel == kPacked) check_packed(G, H, w_t);
+  if (kernel == kPacked) {
+    check_packed(G, w_t);
+    TORCH_CHECK(w_t.size(0) == (H + 15) / 16 && w_t.size(1) == 4 * H, "lstm_backward: weight ", w_t.sizes(),
+                " is not pack_gates(W_hh, transposed) for H = ", H);
+    TORCH_CHECK(!dwt || H % 16 == 0, "lstm_backward: the weight gradients are accumulated in the loop only for H a "
+                "multiple of 16, got ", H);
+  }
   return AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "lstm_backward", [&] {
     const scalar_t *g = G.data_ptr<scalar_t>(), *go = gout.data_ptr<scalar_t>(), *c = Cs.data_ptr<scalar_t>(),
                    *tc = TC.data_ptr<scalar_t>();
