@@ -193,6 +193,11 @@ def test_layer_errors(name):
     flat = torch.randn(2, N, H)
     with pytest.raises(RuntimeError, match="unbatched 2-D input, hx should also be 2-D but got 3-D"):
         m(torch.randn(L, I), (flat, flat) if name == "LSTM" else flat)
+    for impl in ("fast", "reference"):                   # torch: "Expected sequence length to be larger than 0"
+        m.impl = impl
+        empty = rf"sequence length to be larger than 0, got input of shape \(0, {N}, {I}\)"
+        with pytest.raises(RuntimeError, match=empty):
+            m(torch.randn(0, N, I))
 
 
 @pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])

@@ -195,6 +195,9 @@ class _RNNBase(nn.Module):
             x = input.unsqueeze(1)
         else:
             x = input.transpose(0, 1) if self.batch_first else input
+        if x.size(0) == 0:
+            raise RuntimeError(f"{self.mode}: expected sequence length to be larger than 0, got input of shape "
+                               f"{tuple(input.shape)}")
         states = self._check_states(hx, batched, x.size(1), x)
 
         run = self._directions()

@@ -363,6 +363,7 @@ void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bo
 void lstm_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
                          Tensor G, Tensor Hs, Tensor Cs, Tensor TC, bool reverse, bool keep) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), n = B * H;
+  TORCH_CHECK(T > 0, "lstm_forward_packed: expected at least one step, got x ", x.sizes());
   check_packed(Hs, wh);
   check_packed(Hs, wx);
   TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && x.scalar_type() == at::kFloat &&
@@ -470,6 +471,7 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
                      const std::optional<Tensor>& x, const std::optional<Tensor>& Hs, std::optional<Tensor> dwt) {
   const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
   const int64_t I = x ? x->size(2) : 0;
+  TORCH_CHECK(T > 0, "lstm_backward: expected at least one step, got G ", G.sizes());
   TORCH_CHECK(!dwt || (kernel == kPacked && x && Hs && x->is_contiguous() && Hs->is_contiguous() &&
                        dwt->is_contiguous() && x->size(0) == T && x->size(1) == B && Hs->size(0) == T + 1 &&
                        dwt->size(0) == I + H && dwt->size(1) == 4 * H && dwt->scalar_type() == at::kDouble),
