@@ -157,7 +157,7 @@ def main() -> None:
             "ours / torch.\n\n"
             + markdown_table(["layer", "shape", "pass", "ours ms", f"{ref} ms", "ratio (median)", "ratio range",
                               "ours % peak", f"{ref} % peak", "saved mem ratio"], rows)
-            + f"\n\nLSTM step loops: {'compiled (rnn/csrc/lstm.cpp)' if _cext.ops() else 'Python'}. "
+            + f"\n\nStep loops: {'compiled (rnn/csrc/)' if _cext.ops() else 'Python'}. "
               f"CPU: {cpu_model()}. Load average when it finished: {os.getloadavg()[0]:.1f} on "
               f"{os.cpu_count()} cores (shared machine: absolute times are inflated, the ratios are the numbers).")
     print(body)

@@ -1,4 +1,4 @@
-"""The compiled LSTM step loops (rnn/csrc/lstm.cpp through rnn/_cext.py) against torch.nn.LSTM, and the fallback.
+"""The compiled LSTM step loops (rnn/csrc/ through rnn/_cext.py) against torch.nn.LSTM, and the fallback.
 
 fast.lstm_direction takes the compiled loops whenever they build; these tests make sure they are the ones compared
 (with torch.nn.LSTM's outputs, final states and gradients, float32 to 1e-5 and float64 to 1e-10, both run orders,
@@ -29,6 +29,9 @@ PACKED = [(6, 13, 9, 80), (5, 7, 3, 48), (3, 6, 16, 16), (3, 7, 5, 144), (5, 7, 
           (4, 8, 6, 7)]
 
 
+G2 = (fast._TO_OIFG, fast._G2)  # pack_gates' order and scales for the LSTM's forward
+
+
 def library_kernel(ops, x, H):  # noqa: N803
     """fast._step_kernel's choice with the packed kernel set aside: the library products (oneDNN or at::mm)."""
     return int(use_onednn(x))
@@ -42,7 +45,7 @@ def compiled():
     if os.environ.get("SCRATCHLAB_NO_CEXT", "") not in ("", "0"):
         pytest.skip("SCRATCHLAB_NO_CEXT is set: the Python step loops are the ones in use")
     ops = _cext.ops()
-    assert ops is not None, "the compiled LSTM step loops failed to build (see the warning)"
+    assert ops is not None, "the compiled step loops failed to build (see the warning)"
     return ops
 
 
@@ -159,15 +162,17 @@ def test_packed_kernel_rejects_what_it_cannot_do(packed):
     x, w_ih, w_hh = torch.randn(T, B, I), torch.randn(4 * H, I), torch.randn(4 * H, H)
     bufs = [torch.empty(T, B, 4 * H)] + [torch.zeros(T + 1, B, H) for _ in range(3)]
     with pytest.raises(RuntimeError, match="pack_gates weight"):     # unpacked weights
-        ops.forward_packed(x, w_ih, None, w_hh, *bufs, False, True)
+        ops.lstm_forward_packed(x, w_ih, None, w_hh, *bufs, False, True)
     with pytest.raises(RuntimeError, match="not pack_gates"):        # packed for another input width
-        ops.forward_packed(x, ops.pack_gates(torch.randn(4 * H, I + 1), 2.0, False), None,
-                           ops.pack_gates(w_hh, 2.0, False), *bufs, False, True)
+        ops.lstm_forward_packed(x, ops.pack_gates(torch.randn(4 * H, I + 1), *G2, False), None,
+                                ops.pack_gates(w_hh, *G2, False), *bufs, False, True)
     with pytest.raises(RuntimeError, match="bias must be"):          # an unpadded bias (4H, not 4 * 32)
-        ops.forward_packed(x, ops.pack_gates(w_ih, 2.0, False), torch.zeros(4 * H), ops.pack_gates(w_hh, 2.0, False),
-                           *bufs, False, True)
-    with pytest.raises(RuntimeError, match="expected a float32 .4H, K. weight"):
-        ops.pack_gates(torch.randn(4 * H + 1, H), 2.0, False)
+        ops.lstm_forward_packed(x, ops.pack_gates(w_ih, *G2, False), torch.zeros(4 * H),
+                                ops.pack_gates(w_hh, *G2, False), *bufs, False, True)
+    with pytest.raises(RuntimeError, match=r"expected a float32 \(4H, K\) weight"):
+        ops.pack_gates(torch.randn(4 * H + 1, H), *G2, False)
+    with pytest.raises(RuntimeError, match="not a permutation"):
+        ops.pack_gates(w_hh, [3, 0, 1, 4], G2[1], False)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -183,7 +188,7 @@ def test_pack_gates_is_pack16_of_the_reordered_weight(packed, transposed, H):  #
     else:
         pad = -H % 16
         want = fast.pack16(torch.cat([torch.cat([b, b.new_zeros(pad, H)]) for b in want.chunk(4)]))
-    assert torch.equal(_cext.ops().pack_gates(w, 2.0, transposed), want)
+    assert torch.equal(_cext.ops().pack_gates(w, *G2, transposed), want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -218,11 +223,11 @@ def test_compiled_propagates_nan(compiled):
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch):
     def broken(verbose=False):
-        raise RuntimeError("Error building extension 'scratchlab_lstm'")
+        raise RuntimeError("Error building extension 'scratchlab_rnn'")
     monkeypatch.setattr(_cext, "build", broken)
     monkeypatch.setattr(_cext, "_state", {})
     monkeypatch.delenv("SCRATCHLAB_NO_CEXT", raising=False)
-    with pytest.warns(RuntimeWarning, match="compiled LSTM step loops unavailable .*using the Python loops"):
+    with pytest.warns(RuntimeWarning, match="compiled step loops unavailable .*using the Python loops"):
         assert _cext.ops() is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")                   # no second warning, no second build

@@ -1,6 +1,8 @@
-"""The compiled LSTM step loops (csrc/lstm.cpp), built once with torch.utils.cpp_extension and cached.
+"""The compiled recurrent step loops (csrc/: packed.h + packed.cpp, the packed kernel they share; lstm.cpp), built
+once with torch.utils.cpp_extension and cached.
 
-`ops()` returns the loaded operator namespace (`torch.ops.scratchlab_lstm`, with `forward` and `backward`) or None
+`ops()` returns the loaded operator namespace (`torch.ops.scratchlab_rnn`: `lstm_forward`, `lstm_forward_packed`,
+`lstm_backward`, `pack_gates`, `packed_available`) or None
 when the extension cannot be had: no compiler or ninja, a failed build, or SCRATCHLAB_NO_CEXT=1 in the environment.
 A failed build warns once and is not retried in the same process; fast.py then runs its Python step loops, which
 compute the same thing. The build lands in torch's extension cache (TORCH_EXTENSIONS_DIR, by default
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).parent / "csrc" / "lstm.cpp"
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = [CSRC / "packed.cpp", CSRC / "lstm.cpp"]
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 _state: dict[str, object] = {}
@@ -36,9 +39,10 @@ def build(verbose: bool = False):
     """Compile (or find in the cache) and load the extension; raises on failure."""
     from torch.utils import cpp_extension
 
-    cpp_extension.load("scratchlab_lstm", [str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
-                       is_python_module=False, verbose=verbose)
-    return torch.ops.scratchlab_lstm
+    # ninja tracks the header through the compiler's dependency files, so editing packed.h rebuilds too
+    cpp_extension.load("scratchlab_rnn", [str(p) for p in SOURCES], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
+                       extra_include_paths=[str(CSRC)], is_python_module=False, verbose=verbose)
+    return torch.ops.scratchlab_rnn
 
 
 def ops():
@@ -50,7 +54,7 @@ def ops():
         try:
             _state["ops"] = build()
         except Exception as e:  # no compiler, no ninja, a build error: the Python loops take over
-            warnings.warn(f"scratchlab.rnn: compiled LSTM step loops unavailable ({type(e).__name__}: "
+            warnings.warn(f"scratchlab.rnn: compiled step loops unavailable ({type(e).__name__}: "
                           f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the Python loops",
                           RuntimeWarning, stacklevel=2)
     return _state["ops"]
@@ -60,7 +64,7 @@ def main() -> None:
     """Build now (what `make setup` runs), so that no run pays the compile."""
     t0 = time.perf_counter()
     build()
-    print(f"scratchlab.rnn: compiled LSTM step loops ready ({time.perf_counter() - t0:.1f} s)")  # noqa: T201
+    print(f"scratchlab.rnn: compiled step loops ready ({time.perf_counter() - t0:.1f} s)")  # noqa: T201
 
 
 if __name__ == "__main__":

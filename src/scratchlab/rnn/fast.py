@@ -89,6 +89,7 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
 # AMD processors (18 us for 64x128 values, against 2.5 us for sigmoid); the g rows of the weights are scaled by 2
 # once per call, so all four gates take a single sigmoid_.
 _TO_OIFG, _FROM_OIFG = [3, 0, 1, 2], [1, 2, 3, 0]
+_G2 = [1.0, 1.0, 1.0, 2.0]                                   # per-gate scales in (o, i, f, g) order: g doubled
 
 
 def _perm(w: Tensor | None, order: list[int], g_scale: float = 1.0, dim: int = 0) -> Tensor | None:
@@ -140,14 +141,14 @@ def _lstm_run(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, keep=True):
     ops = _compiled(x)
     if ops is not None and _step_kernel(ops, x, H) == 2:  # one register tile per step: b + x_t W_ih^T + h W_hh^T
         T = x.shape[0]
-        wx, wh = ops.pack_gates(w_ih, 2.0, False), ops.pack_gates(w_hh, 2.0, False)
-        b = None if b_ih is None else ops.pack_gates((b_ih + b_hh).view(-1, 1), 2.0, False).view(-1)
+        wx, wh = ops.pack_gates(w_ih, _TO_OIFG, _G2, False), ops.pack_gates(w_hh, _TO_OIFG, _G2, False)
+        b = None if b_ih is None else ops.pack_gates((b_ih + b_hh).view(-1, 1), _TO_OIFG, _G2, False).view(-1)
         if keep:
             G, Cs, TC = x.new_empty(T, B, 4 * H), _states(x, c0, reverse), x.new_empty(T + 1, B, H)
         else:                                                # c in two alternating slots, no gates or tanh(c) kept
             G, Cs, TC = x.new_empty(0), x.new_empty(2, B, H), x.new_empty(0)
             Cs[0] = c0
-        ops.forward_packed(x, wx, b, wh, G, Hs, Cs, TC, reverse, keep)
+        ops.lstm_forward_packed(x, wx, b, wh, G, Hs, Cs, TC, reverse, keep)
         return G, Hs, Cs, TC, Cs[(0 if reverse else T) if keep else T % 2]
     linear, pack = gemms(x)
     w_ih, w_hh = _perm(w_ih, _TO_OIFG, 2.0), _perm(w_hh, _TO_OIFG, 2.0)
@@ -156,7 +157,7 @@ def _lstm_run(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, keep=True):
     Cs, TC = _states(x, c0, reverse), x.new_empty(x.shape[0] + 1, B, H)
     last = 0 if reverse else -1
     if ops is not None:                                      # the same steps, each one product + one fused loop
-        ops.forward(G, Hs, Cs, TC, pack(w_hh, B), reverse, use_onednn(x), keep)
+        ops.lstm_forward(G, Hs, Cs, TC, pack(w_hh, B), reverse, use_onednn(x), keep)
         return G, Hs, Cs, TC, Cs[last]
     w_hh = pack(w_hh, B)
     one, two = _constants(x)
@@ -213,7 +214,8 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False, x=
     if ops is not None:                                      # the same steps, each one product + one fused loop
         kernel = _step_kernel(ops, Hs, H)
         # (H, 4H) with a w^T = dG_t W_hh
-        w_hh_t = ops.pack_gates(w_hh, 1.0, True) if kernel == 2 else pack(_perm(w_hh, _TO_OIFG).t(), B)
+        w_hh_t = (ops.pack_gates(w_hh, _TO_OIFG, [1.0] * 4, True) if kernel == 2
+                  else pack(_perm(w_hh, _TO_OIFG).t(), B))
         last = 0 if reverse else T - 1
         gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
         if dh_n is not None:
@@ -223,7 +225,7 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False, x=
         in_loop = (x is not None and kernel == 2 and H % 16 == 0
                    and (x.shape[2] + H) * 4 * H * 4 <= _DW_IN_LOOP_BYTES)
         dwt = Hs.new_zeros(x.shape[2] + H, 4 * H, dtype=torch.float64) if in_loop else None
-        dh0 = ops.backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, kernel, x, Hs, dwt)
+        dh0 = ops.lstm_backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, kernel, x, Hs, dwt)
         return dG, dh0, dc, (db.to(Hs.dtype) if need_db else None), (None if dwt is None else dwt.to(Hs.dtype))
     w_hh_t = pack(_perm(w_hh, _TO_OIFG).t(), B)              # (H, 4H): a w^T = dG_t W_hh
     block = max(1, min(T, (1 << 19) // (B * 4 * H)))         # steps per block of local derivatives (~2 MB)
