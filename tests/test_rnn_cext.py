@@ -17,7 +17,8 @@ import warnings
 import pytest
 import torch
 
-from scratchlab.rnn import LSTM, _cext, fast
+from scratchlab import rnn
+from scratchlab.rnn import _cext, fast
 from scratchlab.rnn._gemm import use_onednn
 from test_rnn_fast import compare_direction
 
@@ -79,27 +80,30 @@ def packed(compiled, monkeypatch):
 
 @pytest.mark.parametrize("sizes", PACKED)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_packed_kernel_equals_torch(packed, reverse, sizes):
-    compare_direction("lstm", torch.float32, reverse, sizes=sizes)
+@pytest.mark.parametrize("kind", ["lstm", "rnn_tanh", "rnn_relu"])
+def test_packed_kernel_equals_torch(packed, kind, reverse, sizes):
+    compare_direction(kind, torch.float32, reverse, sizes=sizes)
     assert packed == [2, 2]  # forward and backward both took the packed kernel
 
 
-def test_packed_kernel_with_weight_gradients_after_the_loop(packed, monkeypatch):
+@pytest.mark.parametrize("kind", ["lstm", "rnn_tanh"])
+def test_packed_kernel_with_weight_gradients_after_the_loop(packed, monkeypatch, kind):
     """Above fast._DW_IN_LOOP_BYTES the weight gradients come from one GEMM after the loop instead of step by step."""
     monkeypatch.setattr(fast, "_DW_IN_LOOP_BYTES", 0)
-    compare_direction("lstm", torch.float32, reverse=True, sizes=PACKED[0])
+    compare_direction(kind, torch.float32, reverse=True, sizes=PACKED[0])
     assert packed == [2, 2]
 
 
-def test_packed_weight_gradients_over_a_long_sequence_are_as_accurate_as_torch(packed):
-    """Summed step by step over 600 steps, the weight gradients stay within a small factor of torch.nn.LSTM's own
-    float32 error (both against float64); summing all steps in one float32 accumulator was ~10x torch's."""
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+def test_packed_weight_gradients_over_a_long_sequence_are_as_accurate_as_torch(packed, kind):
+    """Summed step by step over 600 steps, the weight gradients stay within a small factor of torch.nn's own float32
+    error (both against float64); summing all steps in one float32 accumulator was ~10x torch's."""
     T, B, I, H = 600, 32, 16, 32  # noqa: N806
-    ref = torch.nn.LSTM(I, H).double()
+    ref = getattr(torch.nn, kind)(I, H).double()
     x, probe = torch.randn(T, B, I, dtype=torch.float64), torch.randn(T, B, H, dtype=torch.float64)
     (ref(x)[0] * probe).sum().backward()
     errors = {}
-    for name, m in (("torch", torch.nn.LSTM(I, H)), ("ours", LSTM(I, H))):
+    for name, m in (("torch", getattr(torch.nn, kind)(I, H)), ("ours", getattr(rnn, kind)(I, H))):
         m.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
         (m(x.float())[0] * probe.float()).sum().backward()
         errors[name] = max(((p.grad.double() - q.grad).abs().max() / q.grad.abs().max()).item()
@@ -108,12 +112,13 @@ def test_packed_weight_gradients_over_a_long_sequence_are_as_accurate_as_torch(p
     assert errors["ours"] < 3 * errors["torch"], errors
 
 
-def test_packed_kernel_gives_the_same_bits_on_any_number_of_threads(packed):
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+def test_packed_kernel_gives_the_same_bits_on_any_number_of_threads(packed, kind):
     """Each step's tiles are split over torch's threads; every tile sums in the same order whichever thread runs it,
     so outputs and gradients are bitwise equal on 1 and 2 threads (same seed, same numbers)."""
     T, B, I, H = 9, 13, 7, 80  # noqa: N806
     torch.manual_seed(0)
-    m, x = LSTM(I, H, num_layers=2, bidirectional=True), torch.randn(T, B, I, requires_grad=True)
+    m, x = getattr(rnn, kind)(I, H, num_layers=2, bidirectional=True), torch.randn(T, B, I, requires_grad=True)
     results = []
     threads = torch.get_num_threads()
     try:
@@ -121,9 +126,10 @@ def test_packed_kernel_gives_the_same_bits_on_any_number_of_threads(packed):
             torch.set_num_threads(n)
             m.zero_grad()
             x.grad = None
-            out, (h, c) = m(x)
-            (out.square().sum() + h.sum() + c.sum()).backward()
-            results.append([out, h, c, x.grad] + [p.grad for p in m.parameters()])
+            out, states = m(x)
+            states = states if kind == "LSTM" else (states,)
+            (out.square().sum() + sum(s.sum() for s in states)).backward()
+            results.append([out, *states, x.grad] + [p.grad for p in m.parameters()])
     finally:
         torch.set_num_threads(threads)
     assert set(packed) == {2}

@@ -74,8 +74,10 @@ def test_direction_without_bias(kind):
 @pytest.mark.skipif(not use_onednn(torch.zeros(1)), reason="oneDNN matmul not available in this torch build")
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")
 @pytest.mark.parametrize("kind", KINDS)
-def test_float32_without_onednn_equals_torch(kind):
-    """float32 on CPU normally takes oneDNN's products; the torch.addmm fallback (CUDA's path too) must agree."""
+def test_float32_without_onednn_equals_torch(kind, monkeypatch):
+    """float32 on CPU takes the compiled packed kernel where it exists, else oneDNN's products; the torch.addmm
+    fallback (CUDA's path too) must agree: the packed kernel is set aside here and oneDNN switched off."""
+    monkeypatch.setattr(fast, "_step_kernel", lambda ops, x, H: int(use_onednn(x)))  # noqa: ARG005
     with torch.backends.mkldnn.flags(enabled=False):
         assert not use_onednn(torch.zeros(1))
         compare_direction(kind, torch.float32, reverse=True)

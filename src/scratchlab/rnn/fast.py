@@ -369,13 +369,23 @@ def gru_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
 
 
 # -------------------------------------------------------------------------------------------- Elman RNN (tanh, relu)
-def _rnn_run(x, h0, w_ih, w_hh, b, relu, reverse):
-    """Forward of all steps, straight into the state buffer Hs. For tanh, the weights come scaled by 2
-    (tanh(a) = 2 sigmoid(2a) - 1, see the LSTM note)."""
-    linear, pack = gemms(x)
-    P = _proj(linear, x, w_ih, b).unbind(0)                  # x_t W_ih^T + b_ih + b_hh for every t
-    w_hh = pack(w_hh, h0.shape[0])
+_ONE_GATE = ([0], [1.0])                                     # pack_gates' order and scale for a single block
+
+
+def _rnn_run(x, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse):
+    """Forward of all steps, straight into the state buffer Hs (weights in torch's layout)."""
     Hs = _states(x, h0, reverse)
+    ops = _compiled(x)
+    if ops is not None and _step_kernel(ops, x, h0.shape[1]) == 2:   # per step one register-tile product + act
+        b = None if b_ih is None else ops.pack_gates((b_ih + b_hh).view(-1, 1), *_ONE_GATE, False).view(-1)
+        ops.rnn_forward_packed(x, ops.pack_gates(w_ih, *_ONE_GATE, False), b,
+                               ops.pack_gates(w_hh, *_ONE_GATE, False), Hs, reverse, relu)
+        return Hs
+    s = 1.0 if relu else 2.0                                 # tanh(a) = 2 sigmoid(2a) - 1: weights scaled by 2
+    linear, pack = gemms(x)
+    b = None if b_ih is None else (b_ih + b_hh) * s
+    P = _proj(linear, x, w_ih * s, b).unbind(0)              # x_t W_ih^T + b_ih + b_hh for every t
+    w_hh = pack(w_hh * s, h0.shape[0])
     Hl = Hs.unbind(0)
     one, two = _constants(x)
     for t, rd, wr in _slots(x.shape[0], reverse):
@@ -387,10 +397,23 @@ def _rnn_run(x, h0, w_ih, w_hh, b, relu, reverse):
     return Hs
 
 
-def _rnn_bptt(gout, dh_n, Hs, w_hh, relu, reverse):
-    """Backward through time. Returns dP (T, B, H), the gradient of the pre-activations, and dh0."""
-    linear, pack = gemms(Hs)
+def _rnn_bptt(gout, dh_n, Hs, w_hh, relu, reverse, need_db=False, x=None):
+    """Backward through time. Returns dP (T, B, H), the gradient of the pre-activations, dh0, the bias gradient
+    (H,) when the packed loops summed it (asked by need_db), else None, and dW^T = [X, H_prev]^T dP, (I+H, H), when
+    they accumulated it step by step (asked by passing x; H a multiple of 16, see _DW_IN_LOOP_BYTES), else None."""
     T, B, H = gout.shape
+    ops = _compiled(Hs)
+    if ops is not None and _step_kernel(ops, Hs, H) == 2:
+        gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
+        if dh_n is not None:
+            gout[0 if reverse else T - 1] += dh_n
+        dP, db = Hs.new_empty(T, B, H), Hs.new_zeros(H if need_db else 0, dtype=torch.float64)
+        in_loop = x is not None and H % 16 == 0 and (x.shape[2] + H) * H * 4 <= _DW_IN_LOOP_BYTES
+        dwt = Hs.new_zeros(x.shape[2] + H, H, dtype=torch.float64) if in_loop else None
+        dh0 = ops.rnn_backward_packed(gout, Hs, ops.pack_gates(w_hh, *_ONE_GATE, True), dP, db, reverse, relu,
+                                      x if in_loop else None, dwt)
+        return dP, dh0, (db.to(Hs.dtype) if need_db else None), (None if dwt is None else dwt.to(Hs.dtype))
+    linear, pack = gemms(Hs)
     w_hh_t = pack(w_hh.t(), B)
     dP = Hs.new_empty(T, B, H)
     Hl = Hs.unbind(0)
@@ -405,14 +428,13 @@ def _rnn_bptt(gout, dh_n, Hs, w_hh, relu, reverse):
         else:                                                # tanh'(a) = 1 - h^2
             torch.addcmul(dh, dh * Hl[wr], Hl[wr], value=-1, out=dP[t])
         t_next = t
-    return dP, linear(dP[t_next], w_hh_t)
+    return dP, linear(dP[t_next], w_hh_t), None, None
 
 
 class _RNNSeq(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse):
-        s = 1.0 if relu else 2.0
-        Hs = _rnn_run(x, h0, w_ih * s, w_hh * s, None if b_ih is None else (b_ih + b_hh) * s, relu, reverse)
+        Hs = _rnn_run(x, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse)
         ctx.reverse, ctx.relu = reverse, relu
         ctx.save_for_backward(x, w_ih, w_hh, Hs)
         return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1].clone()
@@ -422,9 +444,14 @@ class _RNNSeq(torch.autograd.Function):
     def backward(ctx, gout, dh_n):
         x, w_ih, w_hh, Hs = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout
-        dP, dh0 = _rnn_bptt(gout, dh_n, Hs, w_hh, ctx.relu, ctx.reverse)
         n = ctx.needs_input_grad
-        dx, *dw = _grads(gemms(x)[0], dP, dP, x, _out_prev(Hs, ctx.reverse)[1], w_ih, n[0:1] + n[2:6])
+        dP, dh0, db, dwt = _rnn_bptt(gout, dh_n, Hs, w_hh, ctx.relu, ctx.reverse, need_db=n[4] or n[5],
+                                     x=x if n[2] or n[3] else None)
+        need = (n[0], False, False, n[4], n[5]) if dwt is not None else n[0:1] + n[2:6]
+        dx, *dw = _grads(gemms(x)[0], dP, dP, x, _out_prev(Hs, ctx.reverse)[1], w_ih, need, db)
+        if dwt is not None:                                  # the weight gradients came with the steps
+            I = x.shape[2]  # noqa: N806
+            dw[0:2] = [dwt[:I].t() if n[2] else None, dwt[I:].t() if n[3] else None]
         return (dx, dh0, *dw, None, None)
 
 
@@ -438,8 +465,7 @@ def rnn_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     relu = nonlinearity == "relu"
     if _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh):
         return _RNNSeq.apply(x, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse)
-    s = 1.0 if relu else 2.0
-    Hs = _rnn_run(x, h0, w_ih * s, w_hh * s, None if b_ih is None else (b_ih + b_hh) * s, relu, reverse)
+    Hs = _rnn_run(x, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse)
     return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1]
 
 

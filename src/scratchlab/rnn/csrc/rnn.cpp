@@ -1,0 +1,190 @@
+// The step loops of one Elman RNN layer-direction (scratchlab.rnn.fast), h_t = act(x_t W_ih^T + b + h_{t-1} W_hh^T)
+// with act = tanh or relu, on the packed kernel (packed.h; float32 on an AVX-512 CPU). Layouts are fast.py's:
+//
+//   Hs  (T+1, B, H)  states; a forward step reads slot t and writes t+1, a reverse step reads t+1 and writes t
+//   dP  (T, B, H)    the backward's gradient of the pre-activations
+//
+// Per step one register-tile product over 64 consecutive hidden units, b + x_t W_ih^T + h_{t-1} W_hh^T, and the
+// activation applied to the tile while it is in L1; the backward likewise computes dP_{t+1} W_hh per tile and
+// finishes dP_t = (dL/dh_t + dP_{t+1} W_hh) act'(h_t) on it, summing the bias and (for H a multiple of 16) the
+// weight gradients inside the loop. Everything else (float64, CUDA, no AVX-512) runs fast.py's Python loops.
+#include <torch/library.h>
+
+#include <optional>
+
+#include "packed.h"
+
+namespace scratchlab {
+namespace {
+
+#ifdef SCRATCHLAB_PACKED
+// act on rows x cols values of a tile (row stride 64) into h (row stride H). tanh(a) = 2 sigmoid(2a) - 1 (the
+// LSTM's reason: one vectorised exp); relu written as a < 0 ? 0 : a so that NaN stays NaN, as torch's.
+template <bool Relu>
+void activate(const float* y, int64_t rows, int64_t cols, float* h, int64_t H) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* yr = y + r * 64;
+    float* hr = h + r * H;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) {
+      const float a = yr[j];
+      if constexpr (Relu) {
+        hr[j] = a < 0.f ? 0.f : a;
+      } else {
+        hr[j] = 2.f * sigmoid(2.f * a) - 1.f;
+      }
+    }
+  }
+}
+
+// dP = (go + y) act'(h) for rows x cols values, act' from the output: tanh' = 1 - h^2, relu' = [h > 0] (torch's
+// threshold_backward); y (row stride 64) is dP_{t+1} W_hh, or null on the last step; adds the columns' sums to
+// dbias when not null. go, h, dp: row stride H.
+template <bool Relu>
+void backward_block(const float* go, const float* y, const float* h, float* dp, float* dbias, int64_t rows,
+                    int64_t cols, int64_t H) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *gr = go + r * H, *hr = h + r * H, *yr = y ? y + r * 64 : nullptr;
+    float* dr = dp + r * H;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) {
+      const float d = gr[j] + (yr ? yr[j] : 0.f), v = hr[j];
+      if constexpr (Relu) {
+        dr[j] = v > 0.f ? d : 0.f;
+      } else {
+        dr[j] = d * (1.f - v * v);
+      }
+    }
+    if (dbias) {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) dbias[j] += dr[j];
+    }
+  }
+}
+
+// One forward step: x (B, I) = x_t, h (B, H) = h_{t-1}, wx = pack_gates(W_ih) (Hp/16, I, 16), wh = pack_gates(W_hh)
+// (Hp/16, H, 16), bias (Hp) or null; writes h1 = h_t. Threads take panels of 64 units.
+template <bool Relu>
+void forward_step(const float* x, int64_t I, const float* wx, const float* bias, const float* h, const float* wh,
+                  float* h1, int64_t B, int64_t H) {
+  const int64_t panel = 16 * kNV;
+  at::parallel_for(0, (H + panel - 1) / panel, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float out[kMR * 64];
+    for (int64_t u = begin * panel; u < std::min(H, end * panel); u += panel) {
+      const int64_t nv = std::min<int64_t>(kNV, (H - u + 15) / 16), cols = std::min(panel, H - u);
+      for (int64_t r = 0; r < B; r += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, B - r);
+        const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, I * 16, 16, I};
+        const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, H * 16, 16, H};
+        tile(mr, nv)(xo, ho, bias ? bias + u : nullptr, 16, out);
+        activate<Relu>(out, mr, cols, h1 + r * H + u, H);
+      }
+    }
+  });
+}
+#endif
+
+void check_rnn(const Tensor& x, const Tensor& Hs, const Tensor& wx, const Tensor& wh) {
+  check_packed(Hs, wh);
+  check_packed(Hs, wx);
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), Hp = (H + 15) / 16 * 16;
+  TORCH_CHECK(T > 0, "rnn: expected at least one step, got x ", x.sizes());
+  TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && x.scalar_type() == at::kFloat && Hs.size(0) == T + 1 &&
+              Hs.size(1) == B, "rnn: x (T, B, I) and Hs (T+1, B, H) must be contiguous float32, got ", x.sizes(),
+              " and ", Hs.sizes());
+  TORCH_CHECK(wx.size(0) == Hp / 16 && wx.size(1) == I && wh.size(0) == Hp / 16 && wh.size(1) == H, "rnn: weights ",
+              wx.sizes(), ", ", wh.sizes(), " are not pack_gates of (H, I), (H, H) for H = ", H);
+}
+
+// The forward: x (T, B, I), wx, wh = pack_gates of W_ih, W_hh (one gate, scale 1), bias = pack_gates of b_ih + b_hh
+// as (H, 1) or undefined; fills Hs (T+1, B, H), whose slot 0 (reverse: T) holds h0.
+void rnn_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
+                        Tensor Hs, bool reverse, bool relu) {
+  check_rnn(x, Hs, wx, wh);
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), n = B * H;
+  TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == (H + 15) / 16 * 16 &&
+                        bias->scalar_type() == at::kFloat),
+              "rnn_forward_packed: bias must be a contiguous float32 (Hp,) tensor (pack_gates of (H, 1))");
+#ifdef SCRATCHLAB_PACKED
+  float* h = Hs.data_ptr<float>();
+  const float *xp = x.data_ptr<float>(), *wxp = wx.data_ptr<float>(), *whp = wh.data_ptr<float>();
+  const float* b = bias ? bias->data_ptr<float>() : nullptr;
+  auto step = relu ? forward_step<true> : forward_step<false>;
+  for (int64_t k = 0; k < T; ++k) {
+    const Slot s = slot(k, T, reverse);
+    step(xp + s.t * B * I, I, wxp, b, h + s.rd * n, whp, h + s.wr * n, B, H);
+  }
+#endif
+}
+
+// Backward through time: gout (T, B, H) contiguous with dL/dh_n already added to the last step's slice, Hs from the
+// forward, w_t = pack_gates(W_hh, transposed) (Hp/16, H, 16); fills dP (T, B, H), adds sum_t,b dP to db (float64
+// (H,), or empty), and, when dwt (I + H, H) float64 is given (H a multiple of 16), adds [X, H_prev]^T dP to it;
+// returns dL/dh0 = dP_0 W_hh.
+Tensor rnn_backward_packed(const Tensor& gout, const Tensor& Hs, const Tensor& w_t, Tensor dP, Tensor db,
+                           bool reverse, bool relu, const std::optional<Tensor>& x, std::optional<Tensor> dwt) {
+  const int64_t T = gout.size(0), B = gout.size(1), H = gout.size(2), n = B * H, I = x ? x->size(2) : 0;
+  check_packed(Hs, w_t);
+  TORCH_CHECK(T > 0 && gout.is_contiguous() && Hs.is_contiguous() && dP.is_contiguous() && Hs.size(0) == T + 1 &&
+              dP.sizes() == gout.sizes(), "rnn_backward_packed: gout, dP (T, B, H) and Hs (T+1, B, H) must be "
+              "contiguous, got ", gout.sizes(), ", ", dP.sizes(), ", ", Hs.sizes());
+  TORCH_CHECK(w_t.size(0) == (H + 15) / 16 && w_t.size(1) == H, "rnn_backward_packed: weight ", w_t.sizes(),
+              " is not pack_gates(W_hh, transposed) for H = ", H);
+  TORCH_CHECK(db.numel() == 0 || (db.numel() == H && db.scalar_type() == at::kDouble && db.is_contiguous()),
+              "rnn_backward_packed: db must be empty or a contiguous float64 (H,) tensor");
+  TORCH_CHECK(!dwt || (x && x->is_contiguous() && x->size(0) == T && x->size(1) == B && H % 16 == 0 &&
+                       dwt->is_contiguous() && dwt->scalar_type() == at::kDouble && dwt->size(0) == I + H &&
+                       dwt->size(1) == H),
+              "rnn_backward_packed: dWT (I + H, H, float64) is accumulated from a contiguous x (T, B, I), for H a "
+              "multiple of 16");
+  Tensor dh0 = at::empty({B, H}, gout.options());
+#ifdef SCRATCHLAB_PACKED
+  const float *go = gout.data_ptr<float>(), *h = Hs.data_ptr<float>(), *wt = w_t.data_ptr<float>();
+  const float* xp = x ? x->data_ptr<float>() : nullptr;
+  float* d = dP.data_ptr<float>();
+  double* dbias = db.numel() ? db.data_ptr<double>() : nullptr;
+  std::vector<float> part(dbias ? H : 0);                 // one step's bias gradient (float32 over B rows)
+  auto add_part = [&] {
+    for (int64_t j = 0; j < static_cast<int64_t>(part.size()); ++j) dbias[j] += part[j], part[j] = 0;
+  };
+  float* db_step = dbias ? part.data() : nullptr;
+  StepWeightGradient weights(dwt ? dwt->data_ptr<double>() : nullptr, I, H, H, B);
+  auto block = relu ? backward_block<true> : backward_block<false>;
+  Slot s = slot(T - 1, T, reverse);                       // the last step: nothing flows in from after it
+  block(go + s.t * n, nullptr, h + s.wr * n, d + s.t * n, db_step, B, H, H);
+  add_part();
+  weights.add(xp ? xp + s.t * B * I : nullptr, h + s.rd * n, d + s.t * n);
+  for (int64_t k = T - 2; k >= 0; --k) {
+    const int64_t t_next = s.t;
+    s = slot(k, T, reverse);
+    const float *got = go + s.t * n, *ht = h + s.wr * n;
+    float* dpt = d + s.t * n;
+    packed_product(d + t_next * n, B, H, wt, H, [&](int64_t r, int64_t mr, int64_t u, int64_t cols) {
+      prefetch_rows(got + r * H + u, mr, H, 4 * cols);
+      prefetch_rows(ht + r * H + u, mr, H, 4 * cols);
+    }, [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
+      block(got + r * H + u, y, ht + r * H + u, dpt + r * H + u, db_step ? db_step + u : nullptr, mr, cols, H);
+    });
+    add_part();
+    weights.add(xp ? xp + s.t * B * I : nullptr, h + s.rd * n, dpt);
+  }
+  weights.flush();
+  float* out = dh0.data_ptr<float>();
+  packed_product(d + s.t * n, B, H, wt, H, [](int64_t, int64_t, int64_t, int64_t) {},
+                 [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
+    for (int64_t i = 0; i < mr; ++i) std::copy(y + i * 64, y + i * 64 + cols, out + (r + i) * H + u);
+  });
+#endif
+  return dh0;
+}
+
+}  // namespace
+}  // namespace scratchlab
+
+TORCH_LIBRARY_FRAGMENT(scratchlab_rnn, m) {
+  using namespace scratchlab;
+  m.def("rnn_forward_packed(Tensor x, Tensor wx, Tensor? bias, Tensor wh, Tensor(a!) Hs, bool reverse, bool relu)"
+        " -> ()", &rnn_forward_packed);
+  m.def("rnn_backward_packed(Tensor gout, Tensor Hs, Tensor w_t, Tensor(a!) dP, Tensor(b!) db, bool reverse,"
+        " bool relu, Tensor? x=None, Tensor(c!)? dwt=None) -> Tensor", &rnn_backward_packed);
+}
