@@ -1,8 +1,9 @@
-"""The compiled recurrent step loops (csrc/: packed.h + packed.cpp, the packed kernel they share; lstm.cpp, rnn.cpp),
-built once with torch.utils.cpp_extension and cached.
+"""The compiled recurrent step loops (csrc/: packed.h + packed.cpp, the packed kernel they share; lstm.cpp, gru.cpp,
+rnn.cpp), built once with torch.utils.cpp_extension and cached.
 
 `ops()` returns the loaded operator namespace (`torch.ops.scratchlab_rnn`: `lstm_forward`, `lstm_forward_packed`,
-`lstm_backward`, `rnn_forward_packed`, `rnn_backward_packed`, `pack_gates`, `packed_available`) or None
+`lstm_backward`, `gru_forward_packed`, `gru_backward_packed`, `rnn_forward_packed`, `rnn_backward_packed`,
+`pack_gates`, `packed_available`) or None
 when the extension cannot be had: no compiler or ninja, a failed build, or SCRATCHLAB_NO_CEXT=1 in the environment.
 A failed build warns once and is not retried in the same process; fast.py then runs its Python step loops, which
 compute the same thing. The build lands in torch's extension cache (TORCH_EXTENSIONS_DIR, by default
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = [CSRC / "packed.cpp", CSRC / "lstm.cpp", CSRC / "rnn.cpp"]
+SOURCES = [CSRC / "packed.cpp", CSRC / "lstm.cpp", CSRC / "gru.cpp", CSRC / "rnn.cpp"]
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 _state: dict[str, object] = {}

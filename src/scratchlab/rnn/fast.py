@@ -290,11 +290,26 @@ def lstm_direction(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor
 # --------------------------------------------------------------------------------------------------------- GRU
 # torch's variant: n = tanh(W_in x + b_in + r (W_hn h + b_hn)), so the hidden-side product (with b_hh) is kept per
 # step (its n part is needed for dr) and the input side carries b_ih alone. Gate order (r, z, n) as torch's.
-def _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+_RZN = ([0, 1, 2], [1.0, 1.0, 1.0])                         # pack_gates' order and scales for the GRU's weights
+
+
+def _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, keep=True):
     """Forward of all steps. Returns Gx (T, B, 3H) holding activated (r, z, n), HN (T, B, H) = W_hn h + b_hn of
-    every step (what dr needs; keeping it alone rather than the whole hidden product saves 2H per step), Hs."""
-    linear, pack = gemms(x)
+    every step (what dr needs; keeping it alone rather than the whole hidden product saves 2H per step), Hs. With
+    keep=False (no backward follows) Gx and HN may be left unfinished or empty."""
     B, H = h0.shape
+    ops = _compiled(x)
+    if ops is not None and _step_kernel(ops, x, H) == 2:     # one register tile per step: [r, z, n_x, n_h]
+        T, Hs = x.shape[0], _states(x, h0, reverse)
+        b = None
+        if b_ih is not None:                                 # [b_ir + b_hr, b_iz + b_hz, b_in, b_hn]
+            b4 = torch.cat([b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:], b_hh[2 * H:]]).view(-1, 1)
+            b = ops.pack_gates(b4, [0, 1, 2, 3], [1.0] * 4, False).view(-1)
+        Gx, HN = (x.new_empty(T, B, 3 * H), x.new_empty(T, B, H)) if keep else (x.new_empty(0), x.new_empty(0))
+        ops.gru_forward_packed(x, ops.pack_gates(w_ih, *_RZN, False), b, ops.pack_gates(w_hh, *_RZN, False), Gx, HN,
+                               Hs, reverse, keep)
+        return Gx, HN, Hs
+    linear, pack = gemms(x)
     Gx = _proj(linear, x, w_ih, b_ih)                        # x_t W_ih^T + b_ih for every t
     w_hh = pack(w_hh, B)
     Hs, HN = _states(x, h0, reverse), x.new_empty(x.shape[0], B, H)
@@ -310,11 +325,26 @@ def _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
     return Gx, HN, Hs
 
 
-def _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, reverse):
+def _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, reverse, need_db=False, x=None):
     """Backward through time. Returns dGx, dGh (T, B, 3H) (gradients of the input- and hidden-side
-    pre-activations; they differ in the n block: dGh_n = dGx_n r) and dh0."""
-    linear, pack = gemms(Hs)
+    pre-activations; they differ in the n block: dGh_n = dGx_n r), dh0, the bias gradients (db_ih, db_hh) when the
+    packed loops summed them (asked by need_db), else None, and dW^T = [X^T dGx; H_prev^T dGh], (I+H, 3H), when they
+    accumulated it step by step (asked by passing x; H a multiple of 16, see _DW_IN_LOOP_BYTES), else None."""
     T, B, H = gout.shape
+    ops = _compiled(Hs)
+    if ops is not None and _step_kernel(ops, Hs, H) == 2:
+        gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
+        if dh_n is not None:
+            gout[0 if reverse else T - 1] += dh_n
+        dGx, dGh = Hs.new_empty(T, B, 3 * H), Hs.new_empty(T, B, 3 * H)
+        dbx, dbh = (Hs.new_zeros(3 * H if need_db else 0, dtype=torch.float64) for _ in range(2))
+        in_loop = x is not None and H % 16 == 0 and (x.shape[2] + H) * 3 * H * 4 <= _DW_IN_LOOP_BYTES
+        dwt = Hs.new_zeros(x.shape[2] + H, 3 * H, dtype=torch.float64) if in_loop else None
+        dh0 = ops.gru_backward_packed(gout, Gx, HN, Hs, ops.pack_gates(w_hh, *_RZN, True), dGx, dGh, dbx, dbh,
+                                      reverse, x if in_loop else None, dwt)
+        db = (dbx.to(Hs.dtype), dbh.to(Hs.dtype)) if need_db else None
+        return dGx, dGh, dh0, db, (None if dwt is None else dwt.to(Hs.dtype))
+    linear, pack = gemms(Hs)
     w_hh_t = pack(w_hh.t(), B)                               # (H, 3H)
     dGx, dGh = Hs.new_empty(T, B, 3 * H), Hs.new_empty(T, B, 3 * H)
     ones, tmp, sd = Hs.new_ones(B, H), Hs.new_empty(B, H), Hs.new_empty(B, 2 * H)
@@ -337,7 +367,7 @@ def _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, reverse):
         torch.mul(dGx_n, HN[t], out=dGh_r).mul_(sd_r)         # dr_pre = dn_pre (W_hn h + b_hn) r'
         t_next, z_next = t, z
     dGx[..., :2 * H] = dGh[..., :2 * H]                      # r and z see the same gradient on both sides
-    return dGx, dGh, linear(dGh[t_next], w_hh_t).addcmul_(dh, z_next)
+    return dGx, dGh, linear(dGh[t_next], w_hh_t).addcmul_(dh, z_next), None, None
 
 
 class _GRUSeq(torch.autograd.Function):
@@ -353,9 +383,16 @@ class _GRUSeq(torch.autograd.Function):
     def backward(ctx, gout, dh_n):
         x, w_ih, w_hh, Gx, HN, Hs = ctx.saved_tensors
         gout = Hs.new_zeros(Hs.shape[0] - 1, *Hs.shape[1:]) if gout is None else gout
-        dGx, dGh, dh0 = _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, ctx.reverse)
         n = ctx.needs_input_grad
-        dx, *dw = _grads(gemms(x)[0], dGx, dGh, x, _out_prev(Hs, ctx.reverse)[1], w_ih, n[0:1] + n[2:6])
+        dGx, dGh, dh0, db, dwt = _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, ctx.reverse, need_db=n[4] or n[5],
+                                           x=x if n[2] or n[3] else None)
+        need = (n[0], dwt is None and n[2], dwt is None and n[3], db is None and n[4], db is None and n[5])
+        dx, *dw = _grads(gemms(x)[0], dGx, dGh, x, _out_prev(Hs, ctx.reverse)[1], w_ih, need)
+        if dwt is not None:                                  # the weight gradients came with the steps
+            I = x.shape[2]  # noqa: N806
+            dw[0:2] = [dwt[:I].t() if n[2] else None, dwt[I:].t() if n[3] else None]
+        if db is not None:
+            dw[2:4] = [db[0] if n[4] else None, db[1] if n[5] else None]
         return (dx, dh0, *dw, None)
 
 
@@ -364,7 +401,7 @@ def gru_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     """One GRU layer-direction: x (T, B, I), h0 (B, H) -> outputs (T, B, H), h_T (B, H)."""
     if _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh):
         return _GRUSeq.apply(x, h0, w_ih, w_hh, b_ih, b_hh, reverse)
-    _, _, Hs = _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+    _, _, Hs = _gru_run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, keep=False)
     return _out_prev(Hs, reverse)[0], Hs[0 if reverse else -1]
 
 

@@ -102,33 +102,22 @@ inline void backward_block(const T* g, const T* go, const T* y, int64_t ys, T* d
 
 #ifdef SCRATCHLAB_PACKED
 // One forward step with the packed kernel, the input projection inside: x (B, I) = x_t, h (B, H) = h_{t-1};
-// wx = pack_gates(W_ih)
-// (4Hp/16, I, 16), wh = pack_gates(W_hh) (4Hp/16, H, 16), bias (4Hp) or null, each gate block padded with zeros to
-// Hp = H rounded up to 16; g (B, 4H) receives the activated gates when Keep; c0, c1, tc, h1 as forward_block's for
-// the whole step. Tiles: the o, i, f, g panels of 16 units by kMR rows; the last group's padding is computed and
-// not stored.
+// wx = pack_gates(W_ih) (4Hp/16, I, 16), wh = pack_gates(W_hh) (4Hp/16, H, 16), bias (4Hp) or null, each gate block
+// padded with zeros to Hp = H rounded up to 16; g (B, 4H) receives the activated gates when Keep; c0, c1, tc, h1 as
+// forward_block's for the whole step. Tiles (packed.h's gated_step): the o, i, f, g panels of 16 units by kMR rows;
+// the last group's padding is computed and not stored.
 template <bool Keep>
 void packed_forward_step(const float* x, int64_t I, const float* wx, const float* bias, float* g, const float* h,
                          const float* wh, const float* c0, float* c1, float* tc, float* h1, int64_t B, int64_t H) {
-  const int64_t groups = (H + 15) / 16, Hp = groups * 16;
-  // threads take groups of 16 units (each group's cells depend on nothing else of this step)
-  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) float out[kMR * 64];
-    for (int64_t u = begin * 16; u < end * 16; u += 16) {
-      const int64_t units = std::min<int64_t>(16, H - u);
-      for (int64_t r = 0; r < B; r += kMR) {
-        const int64_t mr = std::min<int64_t>(kMR, B - r), s = r * H + u;
-        // the o, i, f, g panels of units u..u+15 lie Hp/16 panels apart
-        const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, groups * I * 16, 16, I};
-        const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, groups * H * 16, 16, H};
-        tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, Hp, out);
-        forward_block<float, Keep, false>(Keep ? g + r * 4 * H + u : nullptr, out, 64, 16, c0 + s, c1 + s, tc + s,
-                                          h1 + s, mr, units, H);
-      }
-    }
+  const int64_t Hp = (H + 15) / 16 * 16;
+  gated_step(x, I, wx, h, wh, B, H, [&](int64_t mr, const Operand& xo, const Operand& ho, int64_t u, float* out) {
+    tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, Hp, out);   // the o, i, f, g panels of units u..u+15
+  }, [&](int64_t r, int64_t mr, int64_t u, int64_t units, const float* out) {
+    const int64_t s = r * H + u;
+    forward_block<float, Keep, false>(Keep ? g + r * 4 * H + u : nullptr, out, 64, 16, c0 + s, c1 + s, tc + s, h1 + s,
+                                      mr, units, H);
   });
 }
-
 #endif
 
 // The weight-gradient accumulator of the packed kernel (float32); the double instance is never used (check_packed

@@ -10,6 +10,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -71,9 +72,13 @@ struct Operand {
   int64_t ps, pk, K;
 };
 
-// acc[r][c] += sum_k a(r, k) panel_c(k)
-template <int MR, int NV>
-inline void fma_operand(__m512 (&acc)[MR][NV], const Operand& o) {
+// acc[r][to[c]] += sum_k a(r, k) panel_c(k) for the panels c < sizeof...(To): with To = 0, 1, ..., NA - 1 the
+// plain tile product; another map lets two operands share some accumulators and not others (the GRU's n gate keeps
+// its input and hidden products apart).
+template <int MR, int NA, int... To>
+inline void fma_to(__m512 (&acc)[MR][NA], const Operand& o) {
+  constexpr int NV = sizeof...(To);
+  constexpr int to[NV] = {To...};
   const float *a = o.a, *p = o.p;
   for (int64_t k = 0; k < o.K; ++k, a += o.ka, p += o.pk) {
     __m512 w[NV];
@@ -83,9 +88,19 @@ inline void fma_operand(__m512 (&acc)[MR][NV], const Operand& o) {
     for (int r = 0; r < MR; ++r) {
       const __m512 v = _mm512_set1_ps(a[r * o.ra]);
 #pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_fmadd_ps(v, w[c], acc[r][c]);
+      for (int c = 0; c < NV; ++c) acc[r][to[c]] = _mm512_fmadd_ps(v, w[c], acc[r][to[c]]);
     }
   }
+}
+
+// acc[r][c] += sum_k a(r, k) panel_c(k)
+template <int MR, int NV, int... C>
+inline void fma_operand_seq(__m512 (&acc)[MR][NV], const Operand& o, std::integer_sequence<int, C...>) {
+  fma_to<MR, NV, C...>(acc, o);
+}
+template <int MR, int NV>
+inline void fma_operand(__m512 (&acc)[MR][NV], const Operand& o) {
+  fma_operand_seq<MR, NV>(acc, o, std::make_integer_sequence<int, NV>{});
 }
 
 // out (MR, 64, row stride 64) <- bias + x's product + y's, for NV panels; bias: NV vectors at bias + c bs, or null
@@ -152,6 +167,30 @@ inline TileFn tile(int64_t mr, int64_t nv) {
   return table[nv - 1][mr - 1];
 }
 
+// One step of a gated cell (LSTM, GRU) over tiles of kMR rows by one group of 16 hidden units: x (B, I) = x_t,
+// h (B, H) = h_{t-1}, wx, wh = pack_gates of W_ih, W_hh (gate blocks padded to Hp = groups * 16 rows, so a group's
+// gate panels lie `groups` panels apart). `product(mr, xo, ho, u, out)` fills the tile out (mr rows, row stride 64)
+// from the two operands; `cells(r, mr, u, units, out)` finishes its cells (units = the group's unpadded count).
+// Threads take groups: a group's cells depend on nothing else of the step.
+template <typename Product, typename Cells>
+void gated_step(const float* x, int64_t I, const float* wx, const float* h, const float* wh, int64_t B, int64_t H,
+                Product product, Cells cells) {
+  const int64_t groups = (H + 15) / 16;
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float out[kMR * 64];
+    for (int64_t u = begin * 16; u < end * 16; u += 16) {
+      const int64_t units = std::min<int64_t>(16, H - u);
+      for (int64_t r = 0; r < B; r += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, B - r);
+        const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, groups * I * 16, 16, I};
+        const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, groups * H * 16, 16, H};
+        product(mr, xo, ho, u, out);
+        cells(r, mr, u, units, static_cast<const float*>(out));
+      }
+    }
+  });
+}
+
 // a (M, K) w^T with w = pack16 of an (N, K) matrix (N padded with zero rows to a multiple of 16), tile by tile:
 // `fin(r, mr, u, cols, tile)` takes each (mr rows of `cols` columns from row r, column u; row stride 64);
 // `pre(r, mr, u, cols)` runs before each tile's product (to prefetch what fin will read: the product hides the
@@ -175,18 +214,19 @@ void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_
 }
 
 
-// One step's weight gradients: dWT (I + H, N) += [x_t, h_{t-1}]^T dG_t, rows of dWT being input features (x's, then
-// h's) and columns the N pre-activations (N a multiple of 16); x (B, I), h (B, H), dg = dG_t (B, N), all with unit
-// column stride. Columns in panels of 64 outside (dG_t's panel, B x 256 bytes, stays in L1 across the row tiles;
-// threads take panels), rows of 6 inside.
-inline void accumulate_dw(const float* x, int64_t I, const float* h, int64_t H, const float* dg, int64_t N, int64_t B,
-                          float* dwt) {
+// One step's weight gradients: dWT (I + H, N) += [x_t^T dGx_t; h_{t-1}^T dGh_t], rows of dWT being input features
+// (x's, then h's) and columns the N pre-activations (N a multiple of 16); x (B, I), h (B, H), dgx, dgh (B, N): the
+// gradients of the input-side and hidden-side pre-activations (the same for LSTM and RNN; the GRU's n gate differs),
+// all with unit column stride. Columns in panels of 64 outside (dG_t's panel, B x 256 bytes, stays in L1 across the
+// row tiles; threads take panels), rows of 6 inside.
+inline void accumulate_dw(const float* x, int64_t I, const float* h, int64_t H, const float* dgx, const float* dgh,
+                          int64_t N, int64_t B, float* dwt) {
   const int64_t panel = 16 * kNV;
   at::parallel_for(0, (N + panel - 1) / panel, 1, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin * panel; m < std::min(N, end * panel); m += panel) {
       const int64_t nv = std::min<int64_t>(kNV, (N - m) / 16);
       int64_t row = 0;
-      for (const auto& [src, K] : {std::pair{x, I}, std::pair{h, H}}) {
+      for (const auto& [src, K, dg] : {std::tuple{x, I, dgx}, std::tuple{h, H, dgh}}) {
         for (int64_t n = 0; n < K; n += kMR) {
           const int64_t mr = std::min<int64_t>(kMR, K - n);
           accumulate_tile(mr, nv)(Operand{src + n, 1, K, dg + m, 16, N, B}, dwt + (row + n) * N + m, N);
@@ -204,9 +244,10 @@ class StepWeightGradient {
  public:
   StepWeightGradient(double* total, int64_t I, int64_t H, int64_t N, int64_t B)
       : total_(total), I_(I), H_(H), N_(N), B_(B), block_(total ? (I + H) * N : 0) {}
-  void add(const float* x, const float* h, const float* dg) {
+  void add(const float* x, const float* h, const float* dg) { add(x, h, dg, dg); }
+  void add(const float* x, const float* h, const float* dgx, const float* dgh) {
     if (!total_) return;
-    accumulate_dw(x, I_, h, H_, dg, N_, B_, block_.data());
+    accumulate_dw(x, I_, h, H_, dgx, dgh, N_, B_, block_.data());
     if (++pending_ == kFlush) flush();
   }
   void flush() {
