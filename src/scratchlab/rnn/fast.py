@@ -197,6 +197,8 @@ def _lstm_local(dG, A, G, Cs, TC, t0, t1, reverse):
 # is at most this size; larger blocks leave cache on every step, and one
 # oneDNN GEMM over all steps after the loop is faster. Measured (fwd+bwd, batch 64, 1 thread; in-loop vs GEMM):
 # 0.5 MiB (I=H=128) 91 vs 99 ms, 0.94 MiB 86 vs 93, 2 MiB (I=H=256) 86 vs 88, 6 MiB (I=256, H=512) 296 vs 272.
+# The GRU and the RNN follow the same rule: RNN 0.12 MiB 25.8 vs 32.8, 1.5 MiB 64.4 vs 66.5; GRU 0.38 MiB 69.2 vs 79.4,
+# 1.5 MiB 65.1 vs 69.0, 4.5 MiB 202.0 vs 204.7 (block = (I+H) G H floats for G gates).
 _DW_IN_LOOP_BYTES = 2 << 20
 
 
