@@ -155,8 +155,8 @@ void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bo
   });
 }
 
-// The forward with the packed kernel, the input projection inside each step: x (T, B, I), wx = pack16(W_ih),
-// bias (4H) or undefined, wh = pack16(W_hh) (weights in fast.py's (o, i, f, g) order with g scaled by 2); Hs
+// The forward with the packed kernel, the input projection inside each step: x (T, B, I), wx = pack_gates(W_ih),
+// bias (4Hp) or undefined, wh = pack_gates(W_hh) (gate blocks in (o, i, f, g) order, g scaled by 2); Hs
 // (T+1, B, H) as lstm_forward's. keep (a backward follows): Cs, TC (T+1, B, H) as lstm_forward's and G (T, B, 4H)
 // receives the activated gates. Otherwise only the last c is wanted: Cs is (2, B, H) with c0 in slot 0, the steps
 // alternate between its slots (the last c ends in slot T % 2), and G and TC are not touched (may be empty).
@@ -200,7 +200,7 @@ void lstm_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<
 // One backward step with the packed kernel (float32 only; the double overloads are never called, check_packed
 // refuses them): dG_{t+1} W_hh tile by tile, each followed by backward_block on its cells, whose data is
 // prefetched before the tile's product so that the product hides the memory latency. Arguments as backward_block's
-// for the whole step; dg_next = dG_{t+1} (B, 4H), w_t = pack16(W_hh^T).
+// for the whole step; dg_next = dG_{t+1} (B, 4H), w_t = pack_gates(W_hh, transposed).
 void packed_backward_step(const double*, const Tensor&, const double*, const double*, const double*, const double*,
                           double*, double*, double*, int64_t, int64_t) {}
 void packed_linear(const double*, const Tensor&, double*, int64_t, int64_t) {}
@@ -218,7 +218,7 @@ void packed_backward_step(const float* dg_next, const Tensor& w_t, const float* 
   });
 }
 
-// out (B, H) = a (B, 4H) W with w_t = pack16(W^T).
+// out (B, H) = a (B, 4H) W with w_t = pack_gates(W, transposed).
 void packed_linear(const float* a, const Tensor& w_t, float* out, int64_t B, int64_t H) {
   packed_product(a, B, 4 * H, w_t.data_ptr<float>(), H, [](int64_t, int64_t, int64_t, int64_t) {},
                  [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {

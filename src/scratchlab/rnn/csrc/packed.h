@@ -1,4 +1,4 @@
-// The packed kernel shared by the compiled recurrent step loops (lstm.cpp, rnn.cpp): register-tile products that
+// The packed kernel shared by the compiled recurrent step loops (lstm.cpp, gru.cpp, rnn.cpp): register-tile products that
 // the steps call instead of a library, their operands' layout, the step order, and the pointwise helpers.
 #pragma once
 
@@ -63,7 +63,7 @@ constexpr int kMR = 6, kNV = 4;
 
 // One operand of a tile product, MR rows by K times NV panels of 16 columns: a(r, k) = a[r ra + k ka] and
 // panel c's 16 values at k from p + c ps + k pk. The step products read rows of a matrix (ra = its row stride,
-// ka = 1) against pack16 panels (ps = K 16, pk = 16); the weight gradients read a matrix's columns against rows
+// ka = 1) against pack_gates panels (ps = K 16, pk = 16); the weight gradients read a matrix's columns against rows
 // of dG (ra = 1, ka = row stride; ps = 16, pk = dG's row stride).
 struct Operand {
   const float* a;
