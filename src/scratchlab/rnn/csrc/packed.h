@@ -1,5 +1,6 @@
-// The packed kernel shared by the compiled recurrent step loops (lstm.cpp, gru.cpp, rnn.cpp): register-tile products that
-// the steps call instead of a library, their operands' layout, the step order, and the pointwise helpers.
+// The packed kernel shared by the compiled recurrent step loops (lstm.cpp, gru.cpp, rnn.cpp): register-tile
+// products that the steps call instead of a library, their operands' layout, the step order, and the pointwise
+// helpers.
 #pragma once
 
 #include <ATen/ATen.h>
