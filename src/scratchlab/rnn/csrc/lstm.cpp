@@ -38,7 +38,8 @@ Tensor linear(const Tensor& a, const Tensor& w, bool onednn) {
 // block's first cell (row stride 4H, gate stride H; pre-activations in, activations out if Keep); y: the recurrent
 // product h_{t-1} W_hh^T for the same cells (row stride ys, gate stride yg); c0 = c_{t-1}, c1 = c_t, tc = tanh(c_t)
 // and h = h_t at the block's first cell (row stride H). Keep = false (inference) skips the stores only the
-// backward reads. AddG = false: the pre-activations are all in y and g is only written. The whole step is one block (y from a library product); the packed kernel below calls it per tile.
+// backward reads. AddG = false: the pre-activations are all in y and g is only written. The library kernel makes
+// the whole step one block (y from its product); the packed kernel calls it per tile.
 template <typename T, bool Keep, bool AddG = true>
 inline void forward_block(T* g, const T* y, int64_t ys, int64_t yg, const T* c0, T* c1, T* tc, T* h, int64_t rows,
                           int64_t units, int64_t H) {

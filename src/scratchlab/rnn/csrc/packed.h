@@ -268,8 +268,10 @@ class StepWeightGradient {
 
 // Prefetch rows x bytes from p (row stride in floats) into L2, a cache line at a time.
 inline void prefetch_rows(const float* p, int64_t rows, int64_t stride, int64_t bytes) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + r * stride) + b, _MM_HINT_T1);
+  for (int64_t r = 0; r < rows; ++r) {
+    const char* row = reinterpret_cast<const char*>(p + r * stride);
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(row + b, _MM_HINT_T1);
+  }
 }
 #endif
 
