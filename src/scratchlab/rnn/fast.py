@@ -1,15 +1,23 @@
 """Fast execution of one recurrent layer-direction over a whole sequence, with a hand-written backward through time.
 
 The cell math is that of `rnn/functional.py` (the readable path; tests prove the two equal, and equal to
-torch.nn's layers); what differs is how the work is laid out for the machine (docs/design.md, speed plan):
+torch.nn's layers); what differs is how the work is laid out for the machine (docs/design.md, speed plan). Each
+layer-direction is one `torch.autograd.Function` that saves the activated gates instead of a per-step graph, and
+its steps run on one of three kernels, picked per call:
 
-* the input projection of every step is one GEMM with the biases folded in, `G = X W_ih^T + b`, (T*B, G*H);
-* each step is one GEMM (`_gemm.gemms`: oneDNN on CPU) added into the step's slice of G, then the activations
-  in place on slices of it; states go into a preallocated (T+1, B, H) buffer;
-* the backward is written by hand (`torch.autograd.Function`) and saves the activated gates instead of a
-  per-step graph: per step one GEMM, `dh_{t-1} = dG_t W_hh + dL/dh_{t-1}`, plus pointwise work into a
-  preallocated dG (T, B, G*H); after the loop the gradients of all steps are one GEMM each:
-  `dX = dG W_ih`, `dW_ih = dG^T X`, `dW_hh = dG^T H_prev`, `db = sum dG`.
+* the packed kernel (`rnn/csrc/`, compiled by `_cext`; float32 on a CPU with AVX-512, any hidden size, where the
+  extension builds): the weights packed once into register-tile panels (`pack16` is the layout's definition),
+  each step one tile product `b + x_t W_ih^T + h_{t-1} W_hh^T` with the cell math on the tile; the backward the
+  same with `dG_{t+1} W_hh`, the bias and (blocks up to `_DW_IN_LOOP_BYTES`) weight gradients summed in the loop;
+* for the LSTM, its library kernel (`rnn/csrc/lstm.cpp`; float64, CPUs without AVX-512): per step one oneDNN or
+  at::mm product and one fused pass over the gates;
+* the Python loops here (CUDA, no compiler, or SCRATCHLAB_NO_CEXT=1): the input projection of every step as one
+  GEMM with the biases folded in, `G = X W_ih^T + b`; per step one GEMM (`_gemm.gemms`: oneDNN on CPU, cuBLAS on
+  CUDA) added into the step's slice of G and the activations in place; the backward per step one GEMM,
+  `dh_{t-1} = dG_t W_hh + dL/dh_{t-1}`, and pointwise work into a preallocated dG (T, B, G*H).
+
+Where the weight gradients are not summed in the loop, they are one GEMM each over all steps after it:
+`dX = dG W_ih`, `dW_ih = dG^T X`, `dW_hh = dG^T H_prev`, `db = sum dG`.
 
 Shapes: x (T, B, I) time-major; h0, c0 (B, H); weights and biases in torch.nn's layout and gate order
 (`weight_ih_l0` etc.; biases may be None). `reverse=True` runs the steps from T-1 down to 0 (the second direction
