@@ -205,8 +205,11 @@ Tensor gru_backward_packed(const Tensor& gout, const Tensor& G, const Tensor& HN
     weights.add(xp ? xp + s.t * B * I : nullptr, h + s.rd * n, dx + s.t * 3 * n, dhh + s.t * 3 * n);
   };
   Slot s = slot(T - 1, T, reverse);                       // the last step: nothing flows in from after it
-  backward_cells(go + s.t * n, nullptr, nullptr, dh.data(), g + s.t * 3 * n, hnp + s.t * n, h + s.rd * n,
-                 dx + s.t * 3 * n, dhh + s.t * 3 * n, px, ph, B, H, H);
+  column_panels(H, [&](int64_t u, int64_t cols) {
+    backward_cells(go + s.t * n + u, nullptr, nullptr, dh.data() + u, g + s.t * 3 * n + u, hnp + s.t * n + u,
+                   h + s.rd * n + u, dx + s.t * 3 * n + u, dhh + s.t * 3 * n + u, px ? px + u : nullptr,
+                   ph ? ph + u : nullptr, B, cols, H);
+  });
   finish_step(s);
   for (int64_t k = T - 2; k >= 0; --k) {
     const int64_t t_next = s.t;

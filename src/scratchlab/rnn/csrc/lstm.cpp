@@ -275,8 +275,11 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
     };
     Tensor y = at::zeros_like(dc);                        // nothing flows in from after the last step
     Slot s = slot(T - 1, T, reverse);
-    backward_block<scalar_t>(g + s.t * 4 * n, go + s.t * n, y.data_ptr<scalar_t>(), H, dcp, c + s.rd * n,
-                             tc + s.wr * n, d + s.t * 4 * n, db_step, B, H, H);
+    column_panels(H, [&](int64_t u, int64_t cols) {
+      scalar_t* db_u = db_step ? db_step + u : nullptr;
+      backward_block<scalar_t>(g + s.t * 4 * n + u, go + s.t * n + u, y.data_ptr<scalar_t>() + u, H, dcp + u,
+                               c + s.rd * n + u, tc + s.wr * n + u, d + s.t * 4 * n + u, db_u, B, cols, H);
+    });
     add_part();
     add_dw(s);
     for (int64_t k = T - 2; k >= 0; --k) {

@@ -275,6 +275,15 @@ inline void prefetch_rows(const float* p, int64_t rows, int64_t stride, int64_t 
 }
 #endif
 
+// fn(u, cols) over the columns [0, N) in panels of 64, the panels split over torch's threads: for per-column work
+// outside a product (a backward's last step, which has no product to hide behind).
+template <typename Fn>
+void column_panels(int64_t N, Fn fn) {
+  at::parallel_for(0, (N + 63) / 64, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin * 64; u < std::min(N, end * 64); u += 64) fn(u, std::min<int64_t>(64, N - u));
+  });
+}
+
 // The steps in the order the forward runs them: (t, slot read, slot written).
 struct Slot { int64_t t, rd, wr; };
 inline Slot slot(int64_t k, int64_t T, bool reverse) {

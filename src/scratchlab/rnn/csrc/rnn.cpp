@@ -151,7 +151,9 @@ Tensor rnn_backward_packed(const Tensor& gout, const Tensor& Hs, const Tensor& w
   StepWeightGradient weights(dwt ? dwt->data_ptr<double>() : nullptr, I, H, H, B);
   auto block = relu ? backward_block<true> : backward_block<false>;
   Slot s = slot(T - 1, T, reverse);                       // the last step: nothing flows in from after it
-  block(go + s.t * n, nullptr, h + s.wr * n, d + s.t * n, db_step, B, H, H);
+  column_panels(H, [&](int64_t u, int64_t cols) {
+    block(go + s.t * n + u, nullptr, h + s.wr * n + u, d + s.t * n + u, db_step ? db_step + u : nullptr, B, cols, H);
+  });
   add_part();
   weights.add(xp ? xp + s.t * B * I : nullptr, h + s.rd * n, d + s.t * n);
   for (int64_t k = T - 2; k >= 0; --k) {
