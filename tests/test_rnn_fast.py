@@ -74,13 +74,15 @@ def test_direction_without_bias(kind):
 
 @pytest.mark.skipif(not use_onednn(torch.zeros(1)), reason="oneDNN matmul not available in this torch build")
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")
+@pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("kind", KINDS)
-def test_float32_without_onednn_equals_torch(kind, monkeypatch):
-    """float32 on CPU takes the compiled packed kernel where it exists, else oneDNN's products; the torch.addmm
-    fallback (CUDA's path too) must agree: the packed kernel is set aside here and oneDNN switched off."""
+def test_float32_without_the_packed_kernel_equals_torch(kind, onednn, monkeypatch):
+    """float32 on CPU takes the compiled packed kernel where it exists (AVX-512). Where it does not, the LSTM takes
+    its library kernel and the GRU and RNN the Python loops, with oneDNN's products, or torch.addmm's (CUDA's path
+    too) when oneDNN is off: both are checked here with the packed kernel set aside."""
     monkeypatch.setattr(fast, "_step_kernel", lambda ops, x, H: int(use_onednn(x)))  # noqa: ARG005
-    with torch.backends.mkldnn.flags(enabled=False):
-        assert not use_onednn(torch.zeros(1))
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        assert use_onednn(torch.zeros(1)) == onednn
         compare_direction(kind, torch.float32, reverse=True)
 
 
