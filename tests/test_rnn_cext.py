@@ -11,6 +11,7 @@ not a multiple of 16, no bias. The build (about 15 s) happens here if `make setu
 """
 
 import os
+import random
 import shutil
 import warnings
 
@@ -255,3 +256,34 @@ def test_environment_switch_turns_it_off(monkeypatch):
     monkeypatch.setattr(_cext, "_state", {})
     monkeypatch.setenv("SCRATCHLAB_NO_CEXT", "1")
     assert _cext.ops() is None
+
+
+def test_packed_kernels_on_random_shapes_match_float64_torch(packed):
+    """16 seeded random shapes (hidden 1-200, input 1-300, batch 1-40, length 1-6, layers, directions, bias,
+    tanh/relu) for the three layers against torch.nn in float64: outputs, final states and every gradient within
+    2e-5 of the largest value (90 such shapes gave at most 1.4e-6)."""
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    for _ in range(16):
+        kind = rng.choice(["LSTM", "GRU", "RNN"])
+        H, I, B, T = rng.randint(1, 200), rng.randint(1, 300), rng.randint(1, 40), rng.randint(1, 6)  # noqa: N806
+        kw = {"num_layers": rng.choice([1, 2]), "bidirectional": rng.random() < 0.5, "bias": rng.random() < 0.8}
+        if kind == "RNN":
+            kw["nonlinearity"] = rng.choice(["tanh", "relu"])
+        ref = getattr(torch.nn, kind)(I, H, **kw).double()
+        mine = getattr(rnn, kind)(I, H, **kw)
+        mine.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+        x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+        x32 = x.detach().float().requires_grad_()
+        (want, want_states), (got, got_states) = ref(x), mine(x32)
+        want_states = want_states if kind == "LSTM" else (want_states,)
+        got_states = got_states if kind == "LSTM" else (got_states,)
+        probe = torch.randn_like(want)
+        ((want * probe).sum() + sum(s.sum() for s in want_states)).backward()
+        ((got * probe.float()).sum() + sum(s.sum() for s in got_states)).backward()
+        pairs = [(got, want), (x32.grad, x.grad), *zip(got_states, want_states, strict=True),
+                 *((q.grad, p.grad) for p, q in zip(ref.parameters(), mine.parameters(), strict=True))]
+        for a, b in pairs:
+            scale = b.abs().max().item() + 1e-6
+            assert (a.double() - b).abs().max().item() <= 2e-5 * scale, (kind, T, B, I, H, kw)
+    assert set(packed) == {2}
