@@ -201,13 +201,32 @@ def _lstm_local(dG, A, G, Cs, TC, t0, t1, reverse):
 
 
 # The packed backward accumulates the weight gradients step by step, dW^T += [x_t, h_{t-1}]^T dG_t while dG_t is in
-# cache, when H is a multiple of 16 (its tiles read dG_t in whole 64-column panels) and that (I+H, 4H) float32 block
-# is at most this size; larger blocks leave cache on every step, and one
-# oneDNN GEMM over all steps after the loop is faster. Measured (fwd+bwd, batch 64, 1 thread; in-loop vs GEMM):
+# cache, when H is a multiple of 16 (its tiles read dG_t in whole 64-column panels) and that (I+H, G H) float32 block
+# (G gates) is at most this size (`_dw_block`); larger blocks leave cache on every step, and one oneDNN GEMM over all
+# steps after the loop is faster. Measured (fwd+bwd, batch 64, 1 thread; in-loop vs GEMM):
 # 0.5 MiB (I=H=128) 91 vs 99 ms, 0.94 MiB 86 vs 93, 2 MiB (I=H=256) 86 vs 88, 6 MiB (I=256, H=512) 296 vs 272.
 # The GRU and the RNN follow the same rule: RNN 0.12 MiB 25.8 vs 32.8, 1.5 MiB 64.4 vs 66.5; GRU 0.38 MiB 69.2 vs 79.4,
 # 1.5 MiB 65.1 vs 69.0, 4.5 MiB 202.0 vs 204.7 (block = (I+H) G H floats for G gates).
 _DW_IN_LOOP_BYTES = 2 << 20
+
+
+def _gout_for_loops(gout: Tensor, dh_n: Tensor | None, reverse: bool) -> Tensor:
+    """The compiled backward loops' output gradient: contiguous (T, B, H) with dL/dh_n added to the last step's
+    slice (a copy when it has to be changed, so the caller's gradient stays as it was)."""
+    if dh_n is None:
+        return gout.contiguous()
+    gout = gout.clone(memory_format=torch.contiguous_format)
+    gout[0 if reverse else gout.shape[0] - 1] += dh_n
+    return gout
+
+
+def _dw_block(x: Tensor | None, Hs: Tensor, H: int, gates: int) -> Tensor | None:
+    """A zeroed float64 dW^T (I+H, gates H) for the packed loops to sum the weight gradients into step by step, or
+    None (the GEMM after the loop) when x is not given, H is not a multiple of 16 or the block is over
+    _DW_IN_LOOP_BYTES."""
+    if x is None or H % 16 or (x.shape[2] + H) * gates * H * 4 > _DW_IN_LOOP_BYTES:
+        return None
+    return Hs.new_zeros(x.shape[2] + H, gates * H, dtype=torch.float64)
 
 
 def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False, x=None):
@@ -226,15 +245,10 @@ def _lstm_bptt(gout, dh_n, dc_n, G, Hs, Cs, TC, w_hh, reverse, need_db=False, x=
         # (H, 4H) with a w^T = dG_t W_hh
         w_hh_t = (ops.pack_gates(w_hh, _TO_OIFG, [1.0] * 4, True) if kernel == 2
                   else pack(_perm(w_hh, _TO_OIFG).t(), B))
-        last = 0 if reverse else T - 1
-        gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
-        if dh_n is not None:
-            gout[last] += dh_n
+        gout = _gout_for_loops(gout, dh_n, reverse)
         dc = dc_n.clone(memory_format=torch.contiguous_format) if dc_n is not None else Hs.new_zeros(B, H)
         dG, db = Hs.new_empty(T, B, 4 * H), Hs.new_zeros(4 * H if need_db else 0, dtype=torch.float64)
-        in_loop = (x is not None and kernel == 2 and H % 16 == 0
-                   and (x.shape[2] + H) * 4 * H * 4 <= _DW_IN_LOOP_BYTES)
-        dwt = Hs.new_zeros(x.shape[2] + H, 4 * H, dtype=torch.float64) if in_loop else None
+        dwt = _dw_block(x, Hs, H, 4) if kernel == 2 else None
         dh0 = ops.lstm_backward(gout, dc, G, Cs, TC, w_hh_t, dG, db, reverse, kernel, x, Hs, dwt)
         return dG, dh0, dc, (db.to(Hs.dtype) if need_db else None), (None if dwt is None else dwt.to(Hs.dtype))
     w_hh_t = pack(_perm(w_hh, _TO_OIFG).t(), B)              # (H, 4H): a w^T = dG_t W_hh
@@ -343,15 +357,12 @@ def _gru_bptt(gout, dh_n, Gx, HN, Hs, w_hh, reverse, need_db=False, x=None):
     T, B, H = gout.shape
     ops = _compiled(Hs)
     if ops is not None and _step_kernel(ops, Hs, H) == 2:
-        gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
-        if dh_n is not None:
-            gout[0 if reverse else T - 1] += dh_n
+        gout = _gout_for_loops(gout, dh_n, reverse)
         dGx, dGh = Hs.new_empty(T, B, 3 * H), Hs.new_empty(T, B, 3 * H)
         dbx, dbh = (Hs.new_zeros(3 * H if need_db else 0, dtype=torch.float64) for _ in range(2))
-        in_loop = x is not None and H % 16 == 0 and (x.shape[2] + H) * 3 * H * 4 <= _DW_IN_LOOP_BYTES
-        dwt = Hs.new_zeros(x.shape[2] + H, 3 * H, dtype=torch.float64) if in_loop else None
+        dwt = _dw_block(x, Hs, H, 3)
         dh0 = ops.gru_backward_packed(gout, Gx, HN, Hs, ops.pack_gates(w_hh, *_RZN, True), dGx, dGh, dbx, dbh,
-                                      reverse, x if in_loop else None, dwt)
+                                      reverse, None if dwt is None else x, dwt)
         db = (dbx.to(Hs.dtype), dbh.to(Hs.dtype)) if need_db else None
         return dGx, dGh, dh0, db, (None if dwt is None else dwt.to(Hs.dtype))
     linear, pack = gemms(Hs)
@@ -451,14 +462,11 @@ def _rnn_bptt(gout, dh_n, Hs, w_hh, relu, reverse, need_db=False, x=None):
     T, B, H = gout.shape
     ops = _compiled(Hs)
     if ops is not None and _step_kernel(ops, Hs, H) == 2:
-        gout = gout.contiguous() if dh_n is None else gout.clone(memory_format=torch.contiguous_format)
-        if dh_n is not None:
-            gout[0 if reverse else T - 1] += dh_n
+        gout = _gout_for_loops(gout, dh_n, reverse)
         dP, db = Hs.new_empty(T, B, H), Hs.new_zeros(H if need_db else 0, dtype=torch.float64)
-        in_loop = x is not None and H % 16 == 0 and (x.shape[2] + H) * H * 4 <= _DW_IN_LOOP_BYTES
-        dwt = Hs.new_zeros(x.shape[2] + H, H, dtype=torch.float64) if in_loop else None
+        dwt = _dw_block(x, Hs, H, 1)
         dh0 = ops.rnn_backward_packed(gout, Hs, ops.pack_gates(w_hh, *_ONE_GATE, True), dP, db, reverse, relu,
-                                      x if in_loop else None, dwt)
+                                      None if dwt is None else x, dwt)
         return dP, dh0, (db.to(Hs.dtype) if need_db else None), (None if dwt is None else dwt.to(Hs.dtype))
     linear, pack = gemms(Hs)
     w_hh_t = pack(w_hh.t(), B)

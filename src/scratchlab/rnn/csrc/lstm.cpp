@@ -221,10 +221,7 @@ void packed_backward_step(const float* dg_next, const Tensor& w_t, const float* 
 
 // out (B, H) = a (B, 4H) W with w_t = pack_gates(W, transposed).
 void packed_linear(const float* a, const Tensor& w_t, float* out, int64_t B, int64_t H) {
-  packed_product(a, B, 4 * H, w_t.data_ptr<float>(), H, [](int64_t, int64_t, int64_t, int64_t) {},
-                 [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
-    for (int64_t i = 0; i < mr; ++i) std::copy(y + i * 64, y + i * 64 + cols, out + (r + i) * H + u);
-  });
+  scratchlab::packed_linear(a, B, 4 * H, w_t.data_ptr<float>(), H, out);
 }
 #else
 void packed_backward_step(const float*, const Tensor&, const float*, const float*, const float*, const float*,

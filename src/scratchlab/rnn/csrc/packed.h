@@ -215,6 +215,15 @@ void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_
 }
 
 
+// out (M, N) = a (M, K) w^T with w = pack_gates of an (N, K) matrix: a product with no cell math on its tiles (the
+// backward's last one, dL/dh0 = dG_0 W_hh, with w = pack_gates(W_hh, transposed)).
+inline void packed_linear(const float* a, int64_t M, int64_t K, const float* w, int64_t N, float* out) {
+  packed_product(a, M, K, w, N, [](int64_t, int64_t, int64_t, int64_t) {},
+                 [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
+    for (int64_t i = 0; i < mr; ++i) std::copy(y + i * 64, y + i * 64 + cols, out + (r + i) * N + u);
+  });
+}
+
 // One step's weight gradients: dWT (I + H, N) += [x_t^T dGx_t; h_{t-1}^T dGh_t], rows of dWT being input features
 // (x's, then h's) and columns the N pre-activations (N a multiple of 16); x (B, I), h (B, H), dgx, dgh (B, N): the
 // gradients of the input-side and hidden-side pre-activations (the same for LSTM and RNN; the GRU's n gate differs),

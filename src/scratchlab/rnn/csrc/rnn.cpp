@@ -171,11 +171,7 @@ Tensor rnn_backward_packed(const Tensor& gout, const Tensor& Hs, const Tensor& w
     weights.add(xp ? xp + s.t * B * I : nullptr, h + s.rd * n, dpt);
   }
   weights.flush();
-  float* out = dh0.data_ptr<float>();
-  packed_product(d + s.t * n, B, H, wt, H, [](int64_t, int64_t, int64_t, int64_t) {},
-                 [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
-    for (int64_t i = 0; i < mr; ++i) std::copy(y + i * 64, y + i * 64 + cols, out + (r + i) * H + u);
-  });
+  packed_linear(d + s.t * n, B, H, wt, H, dh0.data_ptr<float>());   // dL/dh0 = dP_0 W_hh
 #endif
   return dh0;
 }
