@@ -92,7 +92,8 @@ def bench(name: str, cfg: TrainerConfig, rounds: int, block: int) -> dict[str, f
             stamps.append(time.perf_counter())
             return trainer.step(i)
 
-        ctx = Context(run=RunDir(f"{tmp}/run"), device=torch.device("cpu"), progress=False)  # checkpoints overwrite
+        # checkpoints overwrite each other in one folder
+        ctx = Context(run=RunDir(f"{tmp}/run", create=True), device=torch.device("cpu"), progress=False)
         fit(step, block + 1, ctx, state=trainer.state(), monitor="none")
         return [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
 

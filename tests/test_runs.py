@@ -103,7 +103,7 @@ def test_fit_raises_non_finite(tmp_path):
     from scratchlab.run.rundir import RunDir
     from scratchlab.train.loop import Context
 
-    ctx = Context(run=RunDir(tmp_path / "x"), device=torch.device("cpu"), progress=False)
+    ctx = Context(run=RunDir(tmp_path / "x", create=True), device=torch.device("cpu"), progress=False)
     m = torch.nn.Linear(1, 1)
     with pytest.raises(NonFiniteLoss, match=r"loss = nan at step 3"):
         fit(lambda i: {"loss": float("nan") if i == 3 else 1.0}, 10, ctx, state={"model": m})

@@ -1,12 +1,15 @@
 """scratchlab's command line. Commands are thin: each parses its arguments and calls one function.
 
     scratchlab list
-    scratchlab run NAME [--set key=value ...] [--quick] [--seed N] [--device auto|cpu|cuda] [--out DIR] [--resume]
+    scratchlab run NAME [--set key=value ...] [--quick] [--seed N] [--device auto|cpu|cuda] [--out DIR]
+                        [--resume | --overwrite]
     scratchlab reproduce [--quick] [--out DIR] [--only NAME ...]
     scratchlab sample RUN_DIR --n N --out FILE.npz
-    scratchlab predict RUN_DIR "text"
+    scratchlab predict RUN_DIR "text" | - | --file FILE
     scratchlab add 100111 110010 [--trace]
     scratchlab data [list | fetch NAME]
+
+Errors are one line naming the problem (`--debug` shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+MAX_SAMPLES = 100_000  # `sample --n`: enough for any metric here; more is a typo, not a request
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -36,7 +41,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from scratchlab.runner import run_experiment
 
     run, summary = run_experiment(args.name, args.set, quick=args.quick, seed=args.seed, device=args.device,
-                                  out=args.out, resume=args.resume, progress=not args.no_progress)
+                                  out=args.out, resume=args.resume, overwrite=args.overwrite,
+                                  progress=not args.no_progress)
     width = max((len(k) for k in summary), default=0)
     for key, value in summary.items():
         text = f"{value:.6g}" if isinstance(value, float) else str(value)
@@ -60,6 +66,8 @@ def _hooked_experiment(run_dir: str, kind: str):
     from scratchlab.run.rundir import RunDir
 
     saved = RunDir(run_dir).read_json("config.json")
+    if not isinstance(saved, dict) or not isinstance(saved.get("experiment"), str):
+        raise ValueError(f"{run_dir}/config.json: expected an object with an 'experiment' name, found {saved!r:.80}")
     exp = experiments.get(saved["experiment"])
     fn = getattr(exp, kind)
     if fn is None:
@@ -69,20 +77,42 @@ def _hooked_experiment(run_dir: str, kind: str):
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    import io
+
     import numpy as np
 
+    from scratchlab.run.rundir import atomic_write_bytes
 
-    arrays = _hooked_experiment(args.run_dir, "sample")(Path(args.run_dir), args.n)
+    if not 1 <= args.n <= MAX_SAMPLES:
+        raise ValueError(f"--n: expected a number of samples in 1..{MAX_SAMPLES}, got {args.n}")
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a directory; give a file name such as {out / 'samples.npz'}")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: folder {out.parent} does not exist")
+    arrays = _hooked_experiment(args.run_dir, "sample")(Path(args.run_dir), args.n)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(out, buffer.getbuffer())
     print(f"wrote {out}: " + ", ".join(f"{k} {v.dtype} {tuple(v.shape)}" for k, v in arrays.items()))
     return 0
 
 
+def _read_text(args: argparse.Namespace) -> str:
+    """The text to classify: the argument, standard input for `-`, or `--file` (UTF-8)."""
+    if (args.text is None) == (args.file is None):
+        raise ValueError('predict: give the text as one argument, "-" to read standard input, or --file FILE')
+    if args.file is not None:
+        try:
+            return Path(args.file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--file {args.file}: not UTF-8 text (byte {e.start})") from None
+    return sys.stdin.read() if args.text == "-" else args.text
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    print(_hooked_experiment(args.run_dir, "predict")(Path(args.run_dir), args.text))
+    fn = _hooked_experiment(args.run_dir, "predict")
+    print(fn(Path(args.run_dir), _read_text(args)))
     return 0
 
 
@@ -123,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(s: argparse.ArgumentParser) -> None:
         s.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in seconds")
-        s.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
+        s.add_argument("--seed", type=_seed, default=0, help="seed for every RNG, 0 <= N < 2**63 (default 0)")
         s.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
         s.add_argument("--threads", type=int, default=None,
@@ -135,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model=gru --set train.lr=3e-4")
     s.add_argument("--out", help="run directory (default runs/NAME/STAMP)")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    again = s.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    again.add_argument("--overwrite", action="store_true", help="delete the run already in --out, then run")
     common(s)
     s.set_defaults(fn=_cmd_run)
 
@@ -147,13 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained generative model")
     s.add_argument("run_dir")
-    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--n", type=int, default=64, help=f"number of samples, 1..{MAX_SAMPLES} (default 64)")
     s.add_argument("--out", required=True, help="output .npz file")
     s.set_defaults(fn=_cmd_sample)
 
     s = sub.add_parser("predict", help="classify a text with a trained sentiment model")
     s.add_argument("run_dir")
-    s.add_argument("text")
+    s.add_argument("text", nargs="?", help='the text; "-" reads it from standard input')
+    s.add_argument("--file", help="read the text from this file (UTF-8)")
     s.set_defaults(fn=_cmd_predict)
 
     s = sub.add_parser("add", help="add two binary numbers with the hand-set RNN")
@@ -166,7 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["list", "fetch"])
     s.add_argument("name", nargs="?")
     s.set_defaults(fn=_cmd_data)
+    for s in sub.choices.values():
+        s.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     return p
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text}")
+    return value
 
 
 def _set_threads(n: int | None) -> None:
@@ -181,20 +226,36 @@ def _set_threads(n: int | None) -> None:
     threadpool_limits(n)  # NumPy's BLAS (the autograd engine)
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its message (the first line of it), prefixed by its kind unless ours says it all."""
+    from scratchlab.run.config import ConfigError
+    from scratchlab.train.loop import NonFiniteLoss
+
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and e.strerror:  # "path: cause", without "[Errno 28]"
+        msg = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    if isinstance(e, MemoryError):
+        msg = f"out of memory{': ' + msg if msg else ''}; try a smaller batch or model (--set ...)"
+    first = msg.strip().splitlines()[0] if msg.strip() else ""
+    plain = (ConfigError, NonFiniteLoss, KeyError, ValueError, FileNotFoundError, OSError, MemoryError)
+    text = first if isinstance(e, plain) and first else f"{type(e).__name__}: {first or 'no message'}"
+    return text + ("" if first == msg.strip() else " (more with --debug)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _set_threads(getattr(args, "threads", None))
     from scratchlab.run.config import ConfigError
-    from scratchlab.train.loop import NonFiniteLoss
 
     try:
         code = args.fn(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
-    except (ConfigError, NonFiniteLoss, KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"scratchlab {args.command}: error: {msg}", file=sys.stderr)
+    except Exception as e:  # one line naming the problem; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"scratchlab {args.command}: error: {_one_line(e)}", file=sys.stderr)
         code = 2 if isinstance(e, ConfigError) else 1
     if argv is None:
         sys.exit(code)

@@ -21,7 +21,7 @@ from scratchlab.experiments import experiment
 from scratchlab.experiments._recurrent import Optimizer, RecurrentNet, clipped_step, make_optimizer
 from scratchlab.rnn import BinaryAdderRNN
 from scratchlab.run import plots
-from scratchlab.train.loop import fit
+from scratchlab.train.loop import Values, fit
 
 
 @dataclass
@@ -92,14 +92,15 @@ def addition(cfg: AdditionConfig, ctx) -> dict:
         return {f"{m}_exact_{b}bit": score(net, b, cfg.eval_size, cfg.test_seed, dev)["exact"]
                 for m, net in nets.items() for b in (cfg.train_bits, cfg.test_bits)}
 
-    streak = [0]
+    streak = Values(perfect_evals=0)  # evaluations in a row with every training-length sum right
 
     def learned(i: int, ev: dict[str, float]) -> bool:
         perfect = all(ev[f"{m}_exact_{cfg.train_bits}bit"] == 1.0 for m in nets)
-        streak[0] = streak[0] + 1 if perfect else 0
-        return streak[0] >= cfg.perfect_evals
+        streak.perfect_evals = streak.perfect_evals + 1 if perfect else 0
+        return streak.perfect_evals >= cfg.perfect_evals
 
-    result = fit(step, cfg.steps, ctx, state={**nets, **{f"{m}_optimizer": o for m, o in opts.items()}},
+    result = fit(step, cfg.steps, ctx, state={**nets, **{f"{m}_optimizer": o for m, o in opts.items()},
+                                              "streak": streak},
                  eval_fn=evaluate, eval_every=cfg.eval_every, stop_fn=learned, monitor="", desc="binary addition",
                  config=vars(cfg))
     summary["steps"] = result["steps"]

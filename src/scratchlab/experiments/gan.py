@@ -276,7 +276,7 @@ def run_variants(base: GANConfig, variants: dict[str, dict[str, Any]], ctx: Cont
     results: dict[str, dict[str, Any]] = {}
     for name, overrides in variants.items():
         cfg = C.apply_overrides(base, overrides)
-        sub = RunDir(ctx.run / name)
+        sub = RunDir(ctx.run / name, create=True)
         if ctx.resume and (sub / "summary.json").exists():
             results[name] = sub.read_json("summary.json")  # finished before the interruption
             continue

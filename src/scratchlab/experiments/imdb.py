@@ -195,7 +195,7 @@ def run_compare(cfg: CompareConfig, ctx: Context) -> dict:
     shared = {k: v for k, v in C.to_dict(cfg).items() if k != "models"}
     rows, summary = [], {}
     for name in cfg.models:
-        sub = replace(ctx, run=RunDir(ctx.run / name))
+        sub = replace(ctx, run=RunDir(ctx.run / name, create=True))
         mcfg = ImdbConfig(**shared, model=name)
         # each model's folder is a complete `imdb` run directory: `scratchlab predict RUN/lstm-attention ...`
         sub.run.write_json("config.json", {"experiment": "imdb", "seed": ctx.seed, "device": str(ctx.device),

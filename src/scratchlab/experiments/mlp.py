@@ -32,7 +32,7 @@ from scratchlab.autograd import functional as F
 from scratchlab.data import registry
 from scratchlab.experiments import experiment
 from scratchlab.run import plots
-from scratchlab.train.loop import fit
+from scratchlab.train.loop import Values, fit
 
 
 @dataclass
@@ -134,7 +134,8 @@ def mlp_numpy(cfg: MLPConfig, ctx) -> dict:
     x_tr, y_tr = x_all[order[n_val:]], y_all[order[n_val:]]
 
     sizes = [x_tr.shape[1], *cfg.hidden, len(train_set.classes)]
-    model = nn.mlp(sizes, dropout=cfg.dropout, rng=np.random.default_rng(ctx.seed))
+    rng = np.random.default_rng(ctx.seed)  # the initial weights, then the dropout masks (checkpointed)
+    model = nn.mlp(sizes, dropout=cfg.dropout, rng=rng)
     twin = torch_twin(model, ctx.device) if cfg.engine in ("torch", "both") else None
     opt, topt = make_optimizers(cfg, model, twin)
     use_numpy, use_torch = cfg.engine in ("numpy", "both"), cfg.engine in ("torch", "both")
@@ -181,6 +182,7 @@ def mlp_numpy(cfg: MLPConfig, ctx) -> dict:
         return ev
 
     state = {"model": model, "optimizer": opt} if use_numpy else {"model": twin, "optimizer": topt}
+    state["numpy_rng"] = Values(dropout=rng)
     if cfg.engine == "both":
         state.update(torch_model=twin, torch_optimizer=topt)
     result = fit(step_fn, steps, ctx, state=state, eval_fn=eval_fn, eval_every=steps_per_epoch,

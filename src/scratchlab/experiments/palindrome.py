@@ -24,7 +24,7 @@ from scratchlab.data.synthetic import Encoding, PalindromeDataset, batch_rng
 from scratchlab.experiments import experiment
 from scratchlab.experiments._recurrent import Kind, Optimizer, RecurrentNet, clipped_step, make_optimizer
 from scratchlab.run import plots
-from scratchlab.train.loop import fit
+from scratchlab.train.loop import Values, fit
 
 
 @dataclass
@@ -80,7 +80,7 @@ def train_palindrome(cfg: PalindromeConfig, ctx) -> dict:
     model = RecurrentNet(cfg.model, ds.input_size, cfg.hidden, 10, gate_bias=cfg.gate_bias).to(dev)
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     x_test, y_test = (torch.from_numpy(a).to(dev) for a in ds.test_set(cfg.test_size, cfg.test_seed))
-    window: deque[float] = deque(maxlen=max(1, cfg.eval_every))
+    recent = Values(window=deque(maxlen=max(1, cfg.eval_every)))  # train accuracies of the last eval_every steps
 
     def step(i: int) -> dict[str, float]:
         rng = batch_rng(ctx.seed, i)
@@ -92,23 +92,26 @@ def train_palindrome(cfg: PalindromeConfig, ctx) -> dict:
         loss = F.cross_entropy(logits, y)
         norm = clipped_step(loss, model, opt, cfg.clip)
         acc = (logits.argmax(-1) == y).float().mean().item()
-        window.append(acc)
+        recent.window.append(acc)
         return {"loss": loss.item(), "accuracy": acc, "grad_norm": norm}
 
     def evaluate_subset(i: int) -> dict[str, float]:
         return evaluate(model, x_test[:cfg.eval_size], y_test[:cfg.eval_size])
 
     def converged(i: int, ev: dict[str, float]) -> bool:
+        window = recent.window
         full = len(window) == window.maxlen
         return full and float(np.mean(window)) >= cfg.converge_train and ev["accuracy"] >= cfg.converge_eval
 
-    result = fit(step, cfg.steps, ctx, state={"model": model, "optimizer": opt}, eval_fn=evaluate_subset,
+    result = fit(step, cfg.steps, ctx, state={"model": model, "optimizer": opt, "recent": recent},
+                 eval_fn=evaluate_subset,
                  eval_every=cfg.eval_every, monitor="accuracy", mode="max", stop_fn=converged,
                  desc=f"palindrome {cfg.model} T={cfg.length}", config=vars(cfg))
     test = evaluate(model, x_test, y_test)
     plots.train_eval_curves(ctx.run, ctx.run / "curves.png", title=f"{cfg.model} T={cfg.length}")
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "steps": result["steps"],
-            "converged": result["stopped_early"], "train_accuracy_window": float(np.mean(window)) if window else 0.0,
+            "converged": result["stopped_early"],
+            "train_accuracy_window": float(np.mean(recent.window)) if recent.window else 0.0,
             "model": cfg.model, "length": cfg.length, "test_size": cfg.test_size}
 
 

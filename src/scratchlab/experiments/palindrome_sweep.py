@@ -48,7 +48,8 @@ def _sub_run(job: tuple) -> tuple[str, int, int, dict]:
 
     model, length, seed, overrides, quick, device, out = job
     _, summary = run_experiment("palindrome", [*overrides, f"model={model}", f"length={length}"], quick=quick,
-                                seed=seed, device=device, out=out, progress=False, argv=["palindrome-sweep"])
+                                seed=seed, device=device, out=out, overwrite=True, progress=False,
+                                argv=["palindrome-sweep"])
     return model, length, seed, summary
 
 

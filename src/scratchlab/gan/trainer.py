@@ -95,7 +95,7 @@ class GANTrainer:
 
     def state(self) -> dict[str, object]:
         """What `fit` checkpoints (and restores on --resume)."""
-        s = {"generator": self.G, "opt_g": self.opt_g}
+        s = {"generator": self.G, "opt_g": self.opt_g, "updates": _UpdateCounts(self)}
         if self.G_ema is not None:
             s["generator_ema"] = self.G_ema
         if self.opt_d is not None:
@@ -203,3 +203,16 @@ class GANTrainer:
                 self.ema_update(i * self.cfg.g_steps + j + 1)
         out["g_loss"] = g_loss.item()
         return out
+
+
+class _UpdateCounts:
+    """The trainer's update counters as a checkpointable state, so a resumed run reports the same counts."""
+
+    def __init__(self, trainer: GANTrainer):
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, int]:
+        return {"d_updates": self.trainer.d_updates, "g_updates": self.trainer.g_updates}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.trainer.d_updates, self.trainer.g_updates = int(state["d_updates"]), int(state["g_updates"])

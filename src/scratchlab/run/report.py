@@ -23,6 +23,29 @@ class Entry:
     detail: str = ""
 
 
+ENTRIES = "entries.json"  # beside report.html: what each experiment's last reproduction gave, for merging
+
+
+def merge_entries(folder: Path, entries: list[Entry], *, quick: bool) -> list[Entry]:
+    """The report's entries after this reproduction: the earlier ones kept (same mode, run directory still there),
+    in their order, each replaced by a new one of the same name; new names last. Writes `folder/entries.json`."""
+    path = folder / ENTRIES
+    kept: list[Entry] = []
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("quick") == quick:
+            kept = [Entry(**{**e, "run_dir": Path(folder / e["run_dir"]) if e["run_dir"] else None})
+                    for e in saved["entries"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        kept = []  # none yet, or unreadable: the report shows this reproduction only
+    kept = [e for e in kept if e.status != "ok" or (e.run_dir and (e.run_dir / "summary.json").exists())]
+    new = {e.name: e for e in entries}
+    merged = [new.pop(e.name, e) for e in kept] + list(new.values())
+    rows = [{**e.__dict__, "run_dir": os.path.relpath(e.run_dir, folder) if e.run_dir else None} for e in merged]
+    atomic_write_text(path, json.dumps({"quick": quick, "entries": rows}, indent=1, default=str) + "\n")
+    return merged
+
+
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }

@@ -6,14 +6,21 @@
     summary.json    flat JSON of the final numbers
     *.png           figures
     checkpoint.pt   best model (+ optimiser, step, config, RNG state); last.pt is the resume point
+    .lock           held (flock) by the one process writing the run; another run into the directory is refused
+
+`RunDir.claim` is how a run gets its directory: a reused, non-empty `--out` is refused unless the run resumes it
+or overwrites it explicitly, so two runs never mix their files.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,11 +29,30 @@ from typing import Any
 import numpy as np
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file beside `path`, then rename over it: readers never see half a file."""
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked (reused, locked, missing, not a run directory)."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write to a temp file beside `path`, flush it to disk, then rename over `path`: readers never see half a
+    file, and a failed write (disk full, read-only folder) leaves the old file as it was and no temp file behind.
+    The error is an OSError whose message names `path` and the cause."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"{path}: cannot write ({e.strerror or e})") from None
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
 
 
 def _jsonable(value: Any) -> Any:
@@ -59,19 +85,78 @@ def versions() -> dict[str, str]:
 class RunDir:
     """A run directory and the few ways of writing to it."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = False):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock: int | None = None
+        if create:
+            _mkdir(self.path)
 
     @classmethod
     def create(cls, experiment: str, root: str | Path = "runs") -> RunDir:
+        """A new directory runs/<experiment>/<stamp>[-n]/; two runs started in the same second get different ones."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path(root) / experiment / stamp
-        n = 1
-        while path.exists():
-            n += 1
-            path = Path(root) / experiment / f"{stamp}-{n}"
-        return cls(path)
+        _mkdir(Path(root) / experiment)
+        for n in range(1, 10_000):
+            path = Path(root) / experiment / (stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise OSError(e.errno, f"{path}: cannot create the run directory ({e.strerror})") from None
+            return cls(path)
+        raise RunDirError(f"{Path(root) / experiment}: no free run directory name for stamp {stamp}")
+
+    @classmethod
+    def claim(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+        """The directory of a run about to write, locked for this process (see `lock`).
+
+        resume: `path` must hold a run (config.json); nothing is created when it does not. overwrite: an existing
+        run's files are deleted first (only a run directory's: a folder without config.json is refused). Neither:
+        `path` must be new or empty.
+        """
+        run = cls(path)
+        if resume:
+            if not run.path.is_dir():
+                raise RunDirError(f"{run.path}: no such run directory to resume")
+            if not (run.path / "config.json").exists():
+                raise RunDirError(f"{run.path}: not a scratchlab run directory (no config.json); nothing to resume")
+            run.lock()
+            return run
+        _mkdir(run.path)
+        run.lock()
+        try:
+            files = [p for p in run.path.iterdir() if p.name != ".lock"]
+            if files and not overwrite:
+                what = "holds a run (config.json)" if (run.path / "config.json").exists() else "is not empty"
+                raise RunDirError(f"{run.path}: {what}; continue it with --resume, replace it with --overwrite, "
+                                  "or choose another --out")
+            if files and not (run.path / "config.json").exists():
+                raise RunDirError(f"{run.path}: not a scratchlab run directory (no config.json); --overwrite "
+                                  "deletes only run directories")
+            for p in files:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except BaseException:
+            run.unlock()
+            raise
+        return run
+
+    def lock(self) -> None:
+        """Take an exclusive lock on the directory (flock on `.lock`, released by `unlock` or process exit)."""
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunDirError(f"{self.path}: another scratchlab process is writing this run") from None
+            raise
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -83,11 +168,13 @@ class RunDir:
 
     def read_json(self, name: str) -> Any:
         path = self.path / name
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"{self.path}: no such run directory")
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: not found; is {self.path} a scratchlab run directory?") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
 
     def write_meta(self, argv: list[str] | None = None, **extra: Any) -> None:
@@ -96,6 +183,9 @@ class RunDir:
             {"argv": list(sys.argv if argv is None else argv), "versions": versions(),
              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(), **extra},
         )
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
 
     def log(self, step: int, split: str = "train", **metrics: Any) -> None:
         """Append one record to metrics.jsonl."""
@@ -128,3 +218,10 @@ class RunDir:
 
     def figures(self) -> list[Path]:
         return sorted(self.path.glob("*.png"))
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent is a file, read-only, disk full
+        raise OSError(e.errno, f"{path}: cannot create the directory ({e.strerror})") from None

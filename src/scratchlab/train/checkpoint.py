@@ -1,18 +1,43 @@
 """Checkpoints: model + optimiser + step + config + RNG state, written atomically, loaded safely.
 
-`save` writes to a temp file and `os.replace`s it, so an interrupted save never corrupts the
-previous checkpoint. `load` uses `torch.load(weights_only=True)`: a checkpoint is data, not code.
+`save` serialises in memory, then writes a temp file and `os.replace`s it (run/rundir.atomic_write_bytes), so an
+interrupted or failed save (disk full) never corrupts the previous checkpoint and leaves no temp file. `load` uses
+`torch.load(weights_only=True)`: a checkpoint is data, not code. What it returns is a `Checkpoint`, a dict that
+names its file in every error: a missing key, a value of the wrong type or a state that does not fit a module.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from scratchlab.run.rundir import atomic_write_bytes
+
+
+class Checkpoint(dict):
+    """A loaded checkpoint: a dict of what `save` stored, which knows its file for error messages."""
+
+    def __init__(self, data: dict[str, Any], path: Path):
+        super().__init__(data)
+        self.path = path
+
+    def __missing__(self, key: str) -> Any:
+        raise ValueError(f"{self.path}: not a checkpoint of this run: it has no {key!r} (it holds {sorted(self)})")
+
+    def value(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        """`self[key]`, checked to be an instance of `kind` (a bool is not an int here); `default` when absent."""
+        if key not in self and default is not ...:
+            return default
+        kinds, v = kind if isinstance(kind, tuple) else (kind,), self[key]
+        if not isinstance(v, kinds) or isinstance(v, bool) and bool not in kinds:
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ValueError(f"{self.path}: field {key!r}: expected {names}, found {type(v).__name__} {v!r:.60}")
+        return v
 
 
 def rng_state() -> dict[str, Any]:
@@ -59,30 +84,43 @@ def save(path: str | Path, **state: Any) -> Path:
 
     Example: `save(run / "checkpoint.pt", model=model, optimizer=opt, step=step, config=cfg_dict)`.
     """
-    path = Path(path)
+    if "rng" in state:
+        raise ValueError("checkpoint.save: 'rng' is the global random-number-generator state; name yours otherwise")
     payload = {k: _state_dict(v) for k, v in state.items()}
-    payload.setdefault("rng", rng_state())
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    payload["rng"] = rng_state()
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint here")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, wrong format, unsafe pickle
         raise ValueError(f"{path}: cannot be read as a scratchlab checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or not all(isinstance(k, str) for k in payload):
+        raise ValueError(f"{path}: not a scratchlab checkpoint: expected a dict of named entries, "
+                         f"found {type(payload).__name__}")
+    return Checkpoint(payload, path)
 
 
-def restore(payload: dict[str, Any], restore_rng: bool = True, **objects: Any) -> None:
-    """Load `payload[name]` into each object's `load_state_dict` (modules, optimisers)."""
+def restore(payload: Checkpoint, restore_rng: bool = True, **objects: Any) -> None:
+    """Load `payload[name]` into each object's `load_state_dict` (modules, optimisers); a state that does not fit
+    (missing or unexpected keys, other shapes, not a state at all) is a ValueError naming the file and entry."""
+    where = getattr(payload, "path", "checkpoint")
     for name, obj in objects.items():
         if name not in payload:
-            raise KeyError(f"checkpoint has no {name!r}; it holds {sorted(payload)}")
-        obj.load_state_dict(payload[name])
+            raise ValueError(f"{where}: checkpoint has no {name!r}; it holds {sorted(payload)}")
+        try:
+            obj.load_state_dict(payload[name])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{where}: entry {name!r} does not fit this run's {type(obj).__name__}: {first}") from None
     if restore_rng and "rng" in payload:
-        set_rng_state(payload["rng"])
+        try:
+            set_rng_state(payload["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise ValueError(f"{where}: entry 'rng' is not a random-number-generator state ({e})") from None

@@ -6,15 +6,23 @@
         log to metrics.jsonl, update the bar    # tqdm with live loss/accuracy
         every eval_every: eval_fn(step)         # log; best checkpoint by `monitor`, written atomically
         stop_fn(...) may end training early     # "converged"
+        Ctrl-C / SIGTERM: finish the step, save last.pt, stop
 
-Ctrl-C saves `last.pt` and `--resume` continues from it with the same RNG state.
+`last.pt` holds everything the loop needs to go on as if it had never stopped: the state objects (modules,
+optimisers, `Values` of the experiment's own counters and windows), the step, the best monitored value, whether
+training already ended (and why), and the RNG state. `--resume` continues from it and gives the same numbers as an
+uninterrupted run, record for record. Ctrl-C (or SIGTERM) asks the loop to stop at the next step boundary; a second
+Ctrl-C stops at once, keeping the last consistent last.pt (from the last evaluation), which resume repeats from.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import signal
 import sys
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +37,59 @@ from scratchlab.train import checkpoint
 
 class NonFiniteLoss(RuntimeError):
     """A loss became NaN or inf; the run stopped and kept its last good checkpoint."""
+
+
+class Values:
+    """Plain values an experiment keeps from step to step (a window of recent accuracies, a streak, counters) that
+    a resumed run must get back: pass it in fit's `state`. Attributes are checkpointed as they are; a deque is
+    stored as a list and comes back as a deque of the same maxlen; a NumPy Generator keeps its own object and gets
+    its bit generator's state back.
+
+        window = Values(acc=deque(maxlen=100), streak=0);  window.acc.append(0.9);  window.streak += 1
+    """
+
+    def __init__(self, **values: Any):
+        vars(self).update(values)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, deque) else v.bit_generator.state if isinstance(v, np.random.Generator)
+                else v for k, v in vars(self).items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or set(state) != set(vars(self)):
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise KeyError(f"expected values {sorted(vars(self))}, found {found}")
+        for k, v in state.items():
+            now = getattr(self, k)
+            if isinstance(now, np.random.Generator):
+                now.bit_generator.state = v
+            else:
+                setattr(self, k, deque(v, maxlen=now.maxlen) if isinstance(now, deque) else v)
+
+
+class _StopRequest:
+    """While fit runs in the main thread, SIGINT and SIGTERM only ask it to stop at the next step boundary (so the
+    saved state is a whole step's); a second signal raises KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+                if signal.getsignal(sig) is default:  # leave a handler someone else set (or SIG_IGN) alone
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -49,12 +110,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)  # noqa: T201
+
+
 def _better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
 def _fmt(metrics: dict[str, float]) -> dict[str, str]:
     return {k: f"{v:.4g}" for k, v in metrics.items() if isinstance(v, float | int)}
+
+
+def _check_finite(metrics: dict[str, float], split: str, step: int, desc: str, run: RunDir) -> None:
+    """The NaN guard: every training and evaluation loss must be finite."""
+    bad = {k: v for k, v in metrics.items() if "loss" in k and not math.isfinite(v)}
+    if bad:
+        kept = run / "checkpoint.pt"
+        raise NonFiniteLoss(
+            f"{desc}: {split} {', '.join(f'{k} = {v}' for k, v in bad.items())} at step {step}; training stopped. "
+            f"Last good checkpoint: {kept if kept.exists() else 'none written yet'}. "
+            "Try a lower learning rate or gradient clipping (--set ...)."
+        )
 
 
 def fit(
@@ -74,61 +151,74 @@ def fit(
 ) -> dict[str, Any]:
     """Run `step_fn` for up to `steps` steps; see the module docstring.
 
-    `state` maps names to modules/optimisers (anything with `state_dict`/`load_state_dict`); they are
-    checkpointed together with the step, the best monitored value, `config` and the RNG state.
+    `state` maps names to modules/optimisers/`Values` (anything with `state_dict`/`load_state_dict`); they are
+    checkpointed together with the step, the best monitored value, how training ended, `config` and the RNG state.
     `stop_fn(step, eval_metrics)` is called after each evaluation and may return True to stop.
     Returns {"steps": steps run in total, "best": best monitored value, "stopped_early": bool}.
     """
     run = ctx.run
-    start, best = 0, None
-    if ctx.resume and (run / "last.pt").exists():
-        payload = checkpoint.load(run / "last.pt")
-        checkpoint.restore(payload, **state)
-        start, best = payload["step"] + 1, payload.get("best")
-        run.truncate_metrics(payload["step"])
-        print(f"resuming {run.path} from step {start}", file=sys.stderr)  # noqa: T201
+    start, best, stopped_early = 0, None, False
+    if ctx.resume:
+        if (run / "last.pt").exists():
+            payload = checkpoint.load(run / "last.pt")
+            checkpoint.restore(payload, **state)
+            done = payload.value("step", int)
+            best = payload.value("best", (float, int, type(None)), None)
+            stopped_early = bool(payload.value("stopped_early", bool, False))
+            start = done + 1
+            run.truncate_metrics(done)
+            if stopped_early:  # it had converged: an uninterrupted run would not have gone on either
+                _say(f"{run.path}: training had already stopped at step {done} ({desc}); nothing to resume")
+                return {"steps": start, "best": best, "stopped_early": True}
+            _say(f"resuming {run.path} from step {start}")
+        else:
+            run.truncate_metrics(-1)
+            _say(f"{run.path}: no last.pt to resume from; starting at step 0 (earlier metrics dropped)")
 
     def save(name: str, step: int) -> None:
-        checkpoint.save(run / name, **state, step=step, best=best, config=config or {})
+        checkpoint.save(run / name, **state, step=step, best=best, stopped_early=stopped_early,
+                        config=config or {})
 
-    step = start - 1
-    stopped_early = False
+    step, saved_step = start - 1, None
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=not ctx.progress,
                mininterval=0.5, dynamic_ncols=True, leave=False)
-    try:
-        for step in bar:
-            metrics = {k: float(v) for k, v in step_fn(step).items()}
-            bad = {k: v for k, v in metrics.items() if "loss" in k and not math.isfinite(v)}
-            if bad:
-                kept = run / "checkpoint.pt"
-                raise NonFiniteLoss(
-                    f"{desc}: {', '.join(f'{k} = {v}' for k, v in bad.items())} at step {step}; training stopped. "
-                    f"Last good checkpoint: {kept if kept.exists() else 'none written yet'}. "
-                    "Try a lower learning rate or gradient clipping (--set ...)."
-                )
-            if step % log_every == 0 or step == steps - 1:
-                run.log(step, "train", **metrics)
-            if step % max(1, log_every) == 0:
-                bar.set_postfix(_fmt(metrics), refresh=False)
-            if eval_fn is not None and eval_every and ((step + 1) % eval_every == 0 or step == steps - 1):
-                ev = {k: float(v) for k, v in eval_fn(step).items()}
-                run.log(step, "eval", **ev)
-                if monitor in ev and _better(ev[monitor], best, mode):
-                    best = ev[monitor]
-                    save("checkpoint.pt", step)
-                save("last.pt", step)
-                bar.set_postfix({**_fmt(metrics), **_fmt(ev)}, refresh=False)
-                if stop_fn is not None and stop_fn(step, ev):
-                    stopped_early = True
-                    break
-    except KeyboardInterrupt:
-        if step >= start:
-            save("last.pt", step - 1)  # the interrupted step may be half done: resume repeats it
-        msg = f"\ninterrupted; state saved in {run / 'last.pt'}; continue with --resume --out {run.path}"
-        print(msg, file=sys.stderr)  # noqa: T201
-        raise
-    finally:
-        bar.close()
+    with _StopRequest() as stop:
+        try:
+            for step in bar:
+                metrics = {k: float(v) for k, v in step_fn(step).items()}
+                _check_finite(metrics, "train", step, desc, run)
+                if step % log_every == 0 or step == steps - 1:
+                    run.log(step, "train", **metrics)
+                if step % max(1, log_every) == 0:
+                    bar.set_postfix(_fmt(metrics), refresh=False)
+                if eval_fn is not None and eval_every and ((step + 1) % eval_every == 0 or step == steps - 1):
+                    ev = {k: float(v) for k, v in eval_fn(step).items()}
+                    _check_finite(ev, "eval", step, desc, run)
+                    run.log(step, "eval", **ev)
+                    if monitor in ev and _better(ev[monitor], best, mode):
+                        best = ev[monitor]
+                        save("checkpoint.pt", step)
+                    stopped_early = stop_fn is not None and bool(stop_fn(step, ev))
+                    save("last.pt", step)
+                    bar.set_postfix({**_fmt(metrics), **_fmt(ev)}, refresh=False)
+                    if stopped_early:
+                        break
+                if stop.signum is not None:  # Ctrl-C / SIGTERM during this step: it is complete, keep it
+                    save("last.pt", step)
+                    saved_step = step
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            # Raised inside a step (a second Ctrl-C, or no handler in this thread), the step may be half done:
+            # nothing is saved, and the last.pt of the last evaluation is the consistent point resume repeats from.
+            if saved_step is not None:
+                where = f"after step {saved_step}; state saved in {run / 'last.pt'}"
+            else:
+                kept = "the last evaluation's last.pt" if (run / "last.pt").exists() else "no state (none saved yet)"
+                where = f"during step {step}; kept {kept}"
+            _say(f"\ninterrupted {where}; continue with --resume --out {run.path}")
+            raise
+        finally:
+            bar.close()
     save("last.pt", step)
     if eval_fn is None or not (run / "checkpoint.pt").exists():
         save("checkpoint.pt", step)
