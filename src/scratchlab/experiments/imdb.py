@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from scratchlab.data import imdb, synthreviews
-from scratchlab.data.text import TextSettings, Vocabulary
+from scratchlab.data.text import PAD, UNK, TextSettings, Vocabulary, tokenize
 from scratchlab.experiments import experiment, hook
 from scratchlab.experiments._imdb_figures import attention_figure, compare_figure
 from scratchlab.rnn.classifiers import MODELS, build_classifier
@@ -37,6 +37,7 @@ from scratchlab.train import checkpoint
 from scratchlab.train.loop import Context, fit, seed_everything
 
 SYNTHETIC_NOTE = "SYNTHETIC reviews generated from word lists, not IMDB: these numbers say nothing about IMDB"
+NO_KNOWN_WORDS = "none (no word of the text is in the vocabulary)"
 
 
 @dataclass
@@ -219,11 +220,16 @@ def run_compare(cfg: CompareConfig, ctx: Context) -> dict:
 def leave_one_out(model: torch.nn.Module, row: np.ndarray, batch: int = 128) -> np.ndarray:
     """(L,) p(positive) with the whole row minus p(positive) with word t removed (0 on padding).
 
-    Removing a word re-pads the row on the left, as the encoder would have seen the shorter review. Positive:
-    the word pushed towards "positive". Works for every model, with or without attention.
+    Removing a word re-pads the row on the left, as the encoder would have seen the shorter review. Removing a
+    review's only word leaves no words, which the text pipeline encodes as one <unk> (`Vocabulary.ids`), so that row
+    is [<pad> ... <pad>, <unk>] too: never all padding, which attention cannot weigh. Positive: the word pushed
+    towards "positive". Works for every model, with or without attention.
     """
-    real = np.flatnonzero(row != 0)
-    variants = np.stack([np.concatenate([[0], row[:t], row[t + 1:]]) for t in real])  # (n, L)
+    real = np.flatnonzero(row != PAD)
+    if not len(real):
+        return np.zeros(len(row))
+    variants = np.stack([np.concatenate([[PAD], row[:t], row[t + 1:]]) for t in real])  # (n, L)
+    variants[(variants == PAD).all(axis=1), -1] = UNK
     p = torch.sigmoid(model(torch.from_numpy(row[None]))[0]).item()
     without = torch.cat([torch.sigmoid(model(torch.from_numpy(variants[i:i + batch]))[0])
                          for i in range(0, len(variants), batch)]).numpy()
@@ -234,11 +240,19 @@ def leave_one_out(model: torch.nn.Module, row: np.ndarray, batch: int = 128) -> 
 
 def predict_text(run_dir: Path, text: str, top: int = 5) -> str:
     """Label, its probability, the most-attended words (attention models) and the words whose removal changes
-    p(positive) most (every model), from a trained `imdb` run."""
+    p(positive) most (every model), from a trained `imdb` run.
+
+    A one-word text is classified like any other. A text with no words left after cleaning ("", "!!!", "10/10",
+    or only stop words when the run drops them) is a ValueError saying so: there is nothing to classify, and the
+    model's answer for it (one <unk>, as training encodes an empty review) would say nothing about the text.
+    """
     run = RunDir(run_dir)
     saved = run.read_json("config.json")
     cfg = C.from_dict(ImdbConfig, saved["config"])
     vocab = Vocabulary.load(run / "vocab.json")
+    if not tokenize(text, vocab.settings):
+        kept = "letters only" + (", stop words removed" if vocab.settings.stop_words else "")
+        raise ValueError(f"no words to classify in {text[:40]!r} after cleaning ({kept})")
     model = build_model(cfg, len(vocab))
     checkpoint.restore(checkpoint.load(run / "checkpoint.pt"), restore_rng=False, model=model)
     model.eval()
@@ -254,11 +268,12 @@ def predict_text(run_dir: Path, text: str, top: int = 5) -> str:
     else:
         w = weights[0].numpy()
         order = [i for i in np.argsort(-w, kind="stable") if ids[0, i] > 1][:top]  # words: no <pad>, no <unk>
-        lines.append("most-attended words: " + ", ".join(f"{vocab.words[ids[0, i]]} ({w[i]:.2f})" for i in order))
+        lines.append("most-attended words: " + (", ".join(f"{vocab.words[ids[0, i]]} ({w[i]:.2f})" for i in order)
+                                                or NO_KNOWN_WORDS))
     delta = leave_one_out(model, ids[0])
     order = [i for i in np.argsort(-np.abs(delta), kind="stable") if ids[0, i] > 1][:top]
     lines.append("words that moved p(positive) most (removing each in turn): "
-                 + ", ".join(f"{vocab.words[ids[0, i]]} ({delta[i]:+.2f})" for i in order))
+                 + (", ".join(f"{vocab.words[ids[0, i]]} ({delta[i]:+.2f})" for i in order) or NO_KNOWN_WORDS))
     unknown = int((ids[0] == 1).sum())
     if unknown:
         lines.append(f"{unknown} word(s) not in the vocabulary were read as <unk>")
