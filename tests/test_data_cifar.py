@@ -113,7 +113,7 @@ def test_pickled_builtin_eval_refused(tmp_path):
                                                                     r"\(2, 3071\)"),
     ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, r"found float32"),
     ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, r"'labels' should list 2 labels, found 1"),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, r"labels should lie in 0..9, found 0..10"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, r"'labels' should hold integers in 0..9, found 10"),
     ({b"labels": [0]}, r"'data' should be a numpy array, found NoneType"),
     ([1, 2], r"expected a dict, found list"),
 ])

@@ -84,7 +84,7 @@ def test_registry_reads_scratchlab_data_folder(tmp_path, monkeypatch):
 def test_registry_checks_labels(tmp_path, monkeypatch):
     idx_set(tmp_path / "data" / "mnist", labels_max=12)
     monkeypatch.setenv("SCRATCHLAB_DATA", str(tmp_path / "data"))
-    with pytest.raises(FormatError, match=r"label 12 out of range 0..9"):
+    with pytest.raises(FormatError, match=r"labels-idx1-ubyte.gz: labels should hold integers in 0..9, found 12"):
         registry.load("mnist", "train", allow_download=False)
 
 

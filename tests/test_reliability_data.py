@@ -3,12 +3,86 @@ exact error (file, field, expected vs found) or the exact data. Fixtures are wri
 (tests/datafiles.py); downloads come from a loopback server."""
 
 import gzip
+import pickle
 import tracemalloc
 
+import numpy as np
 import pytest
+import scipy.io
 
 from datafiles import write
-from scratchlab.data.idx import FormatError, read_idx
+from scratchlab.data import cifar, registry, svhn
+from scratchlab.data.idx import FormatError, read_idx, write_idx
+
+# ---------------------------------------------------------------- 8: labels and pixels must be integers in range
+
+
+def mnist_folder(tmp_path, monkeypatch, images, labels):
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix in ("train", "t10k"):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    monkeypatch.setenv("SCRATCHLAB_DATA", str(tmp_path / "data"))
+
+
+GRAY = np.zeros((3, 28, 28), np.uint8)
+
+
+@pytest.mark.parametrize(("images", "labels", "message"), [
+    (GRAY, np.array([-1, 0, 1], np.int8), r"labels-idx1-ubyte.gz: labels should hold integers in 0..9, found -1 "
+                                          r"\(1 such\)"),
+    (GRAY, np.array([np.nan, 0, 1], np.float32), r"labels-idx1-ubyte.gz: labels should hold integers in 0..9, "
+                                                 r"found dtype float32 \(first value nan\)"),
+    (GRAY, np.array([2.7, 0, 1], np.float32), r"found dtype float32 \(first value 2.7\)"),
+    (np.stack([np.full((28, 28), v, np.float32) for v in (300, -1, 0)]), np.arange(3, dtype=np.uint8),
+     r"images-idx3-ubyte.gz: pixels should hold integers in 0..255, found dtype float32 \(first value 300.0\)"),
+    (np.stack([np.full((28, 28), v, np.int16) for v in (300, -1, 0)]), np.arange(3, dtype=np.uint8),
+     r"images-idx3-ubyte.gz: pixels should hold integers in 0..255, found 300 \(1568 such\)"),
+])
+def test_idx_labels_and_pixels_out_of_range(tmp_path, monkeypatch, images, labels, message):
+    mnist_folder(tmp_path, monkeypatch, images, labels)
+    with pytest.raises(FormatError, match=message):
+        registry.load("mnist", "train", allow_download=False)
+
+
+@pytest.mark.parametrize(("labels", "found"), [
+    ([None, 1], "None"),
+    ([2**70, 1], "1180591620717411303424"),
+    ([0.5, 1.7], r"dtype float64 \(first value 0.5\)"),
+])
+def test_cifar_labels_that_are_not_integers_in_range(tmp_path, labels, found):
+    path = write(tmp_path / "data_batch_1", pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": labels},
+                                                         protocol=2))
+    with pytest.raises(FormatError, match=f"data_batch_1: field 'labels' should hold integers in 0..9, found {found}"):
+        cifar.read_batch(path)
+
+
+def test_svhn_float_labels_are_refused(tmp_path):
+    scipy.io.savemat(tmp_path / "t.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1.5], [10.7]])})
+    with pytest.raises(FormatError, match=r"t.mat: field 'y' \(10 = digit 0\) should hold integers in 1..10, found "
+                                          r"dtype float64 \(first value 1.5\)"):
+        svhn.read_svhn_mat(tmp_path / "t.mat")
+
+
+# ---------------------------------------------------------------- 9: empty and one-class datasets
+
+
+def test_empty_idx_set_is_refused(tmp_path, monkeypatch):
+    mnist_folder(tmp_path, monkeypatch, np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))
+    with pytest.raises(FormatError, match=r"train-labels-idx1-ubyte.gz: 0 labels \(dimensions \(0,\)\); expected "
+                                          "at least one example"):
+        registry.load("mnist", "train", allow_download=False)
+
+
+def test_empty_cifar_batch_and_svhn_file_are_refused(tmp_path):
+    path = write(tmp_path / "data_batch_1", pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
+    with pytest.raises(FormatError, match="data_batch_1: field 'data' holds 0 images; expected at least one"):
+        cifar.read_batch(path)
+    scipy.io.savemat(tmp_path / "t.mat", {"X": np.zeros((32, 32, 3, 0), np.uint8), "y": np.zeros((0, 1), np.uint8)})
+    with pytest.raises(FormatError, match=r"t.mat: field 'X' holds 0 images \(shape \(32, 32, 3, 0\)\); expected"):
+        svhn.read_svhn_mat(tmp_path / "t.mat")
+
 
 # ---------------------------------------------------------------- 12: the IDX reader streams and counts exactly
 

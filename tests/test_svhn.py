@@ -54,8 +54,8 @@ def test_corrupted_file(tmp_path):
     (np.zeros((32, 32, 3), np.uint8), None, r"field 'X' has shape \(32, 32, 3\), expected \(32, 32, 3, N\)"),
     (np.zeros((32, 32, 3, 4), np.float64), None, r"field 'X' has dtype float64, expected uint8"),
     (None, np.ones((3, 1), np.uint8), r"field 'y' has shape \(3, 1\), expected \(4, 1\) for the 4 images"),
-    (None, np.array([[1], [0], [2], [3]], np.uint8), r"field 'y' holds label 0 .*expected 1\.\.10"),
-    (None, np.array([[1], [11], [2], [3]], np.uint8), r"field 'y' holds label 11"),
+    (None, np.array([[1], [0], [2], [3]], np.uint8), r"field 'y' .* integers in 1\.\.10, found 0"),
+    (None, np.array([[1], [11], [2], [3]], np.uint8), r"field 'y' .* found 11 \(1 such\)"),
 ])
 def test_wrong_shapes_and_labels_are_named(tmp_path, X, y, message):
     X = np.zeros((32, 32, 3, 4), np.uint8) if X is None else X

