@@ -79,7 +79,7 @@ def test_aclimdb_errors_name_the_file(tmp_path, corpus):
         imdb.read_aclimdb(root, "train")
     (root / "train" / "neg" / "notes.txt").unlink()
     (root / "test" / "neg" / "5_2.txt").write_bytes(b"caf\xe9")
-    with pytest.raises(FormatError, match=r"5_2\.txt: not UTF-8"):
+    with pytest.raises(FormatError, match=r"5_2\.txt:1: not UTF-8"):
         imdb.read_aclimdb(root, "test")
 
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 
 from datafiles import write
-from scratchlab.data import cifar, registry, svhn
+from scratchlab.data import cifar, imdb, registry, svhn
 from scratchlab.data.idx import FormatError, read_idx, write_idx
 
 # ---------------------------------------------------------------- 8: labels and pixels must be integers in range
@@ -84,6 +84,33 @@ def test_empty_cifar_batch_and_svhn_file_are_refused(tmp_path):
         svhn.read_svhn_mat(tmp_path / "t.mat")
 
 
+def write_corpus(folder, kind, pos, neg):
+    """`kind` layout with the texts `pos` and `neg` in both splits."""
+    data = imdb.TextSet(neg + pos, np.array([0] * len(neg) + [1] * len(pos), np.int64), imdb.CLASSES, "fixture")
+    sets = dict.fromkeys(imdb.SPLITS, data)
+    if kind == "aclimdb":
+        imdb.write_aclimdb(folder, sets)
+        for s in imdb.SPLITS:
+            for c in imdb.CLASSES:
+                (folder / "aclImdb" / s / c).mkdir(parents=True, exist_ok=True)
+    elif kind == "four-file":
+        imdb.write_four_files(folder, sets)
+    else:
+        for s in imdb.SPLITS:
+            imdb.write_csv(folder / f"{s}.csv", data)
+
+
+@pytest.mark.parametrize(("kind", "where"), [
+    ("aclimdb", r"aclImdb/train/\{neg,pos\}/"), ("four-file", r"train_\{neg,pos\}.txt"), ("csv", "train.csv")])
+@pytest.mark.parametrize(("pos", "neg", "counts"), [([], [], "0 neg and 0 pos"),
+                                                     (["great", "fine"], [], "0 neg and 2 pos")])
+def test_empty_and_one_class_corpora_are_refused(tmp_path, kind, where, pos, neg, counts):
+    write_corpus(tmp_path, kind, pos, neg)
+    assert imdb.layout(tmp_path)[0] == kind
+    with pytest.raises(FormatError, match=f"{where}: {counts} reviews; expected at least one of each"):
+        imdb.read_corpus(tmp_path, "train")
+
+
 # ---------------------------------------------------------------- 12: the IDX reader streams and counts exactly
 
 
@@ -107,3 +134,26 @@ def test_dimensions_whose_product_overflows_int64(tmp_path):
     with pytest.raises(FormatError, match=r"huge-idx4-ubyte: dimensions \(65536, 65536, 65536, 65536\) of uint8 need "
                                           r"18446744073709551616 data bytes, found 10 \(truncated\)"):
         read_idx(path)
+
+
+# ---------------------------------------------------------------- 18: CSV (and line files) from Excel and Notepad
+
+
+def test_csv_with_a_byte_order_mark(tmp_path):
+    path = write(tmp_path / "bom.csv", "\ufefftext,label\ngood,pos\nbad,neg\n".encode())
+    data = imdb.read_csv(path)
+    assert data.texts == ["good", "bad"] and data.labels.tolist() == [1, 0]
+
+
+def test_four_file_with_a_byte_order_mark(tmp_path):
+    write_corpus(tmp_path, "four-file", ["great"], ["awful"])
+    (tmp_path / "train_pos.txt").write_bytes("\ufeffgreat\n".encode())
+    assert imdb.read_corpus(tmp_path, "train").texts == ["awful", "great"]
+
+
+def test_csv_decode_error_names_its_line(tmp_path):
+    rows = b"".join(b"review number %d,pos\n" % i for i in range(2000))
+    path = write(tmp_path / "dec.csv", b"text,label\n" + rows + b"bad \xff,neg\n")
+    with pytest.raises(FormatError, match=rf"dec.csv:2002: not UTF-8 text \(invalid start byte at byte "
+                                          rf"{11 + len(rows) + 4}\)"):
+        imdb.read_csv(path)

@@ -9,12 +9,14 @@ Three layouts of a folder, all read into a `TextSet` (texts, labels 0 = negative
 
 The archive is fetched from its official address with a SHA-256 check and extracted with the `data` filter after
 every member name was checked to stay inside the target (absolute names and `..` are refused, not rewritten).
-A malformed file is a `FormatError` naming the file and line. Validation is a seeded 25% of train.
+A malformed file is a `FormatError` naming the file and line, and so is a split without reviews of both classes;
+a leading UTF-8 byte-order mark (Excel's CSV export) is accepted. Validation is a seeded 25% of train.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import shutil
@@ -68,12 +70,22 @@ def split_validation(train: TextSet, fraction: float = 0.25, seed: int = 0) -> t
 # ---------------------------------------------------------------- readers
 
 
-def _decode(path: Path, data: bytes, line: int | None = None) -> str:
+def _decode(path: Path, data: bytes, line: int = 1) -> str:
+    """UTF-8 (a leading byte-order mark, as Excel and Notepad write, is dropped); `data` begins at `line`."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        where = f"{path}:{line}" if line is not None else str(path)
-        raise FormatError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        line += data.count(b"\n", 0, e.start)
+        raise FormatError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _both_classes(where: str, labels: list[int]) -> np.ndarray:
+    """Labels as int64, refused unless both classes occur (an empty or one-class corpus cannot be trained on)."""
+    labels = np.array(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    if counts.min() == 0:
+        raise FormatError(f"{where}: {counts[0]} neg and {counts[1]} pos reviews; expected at least one of each")
+    return labels
 
 
 def read_aclimdb(root: str | Path, split: str) -> TextSet:
@@ -99,7 +111,8 @@ def read_aclimdb(root: str | Path, split: str) -> TextSet:
                 raise FormatError(f"{path}:1: empty review")
             texts.append(text)
             labels.append(label)
-    return TextSet(texts, np.array(labels, dtype=np.int64), CLASSES, f"aclImdb {split} from {root}")
+    return TextSet(texts, _both_classes(f"{root / split}/{{neg,pos}}/", labels), CLASSES,
+                   f"aclImdb {split} from {root}")
 
 
 def read_lines(path: str | Path, label: int) -> tuple[list[str], list[int]]:
@@ -124,37 +137,35 @@ def read_four_files(folder: str | Path, split: str) -> TextSet:
         t, lab = read_lines(folder / f"{split}_{cls}.txt", label)
         texts += t
         labels += lab
-    return TextSet(texts, np.array(labels, dtype=np.int64), CLASSES, f"four-file {split} from {folder}")
+    return TextSet(texts, _both_classes(f"{folder / split}_{{neg,pos}}.txt", labels), CLASSES,
+                   f"four-file {split} from {folder}")
 
 
 def read_csv(path: str | Path) -> TextSet:
     """A CSV whose header names `text` and `label` (other columns ignored); labels 0/1, neg/pos, negative/positive."""
     path = Path(path)
     texts, labels = [], []
-    with open(path, newline="", encoding="utf-8", errors="strict") as f:
-        try:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or "text" not in header or "label" not in header:
-                raise FormatError(f"{path}:1: expected a header with columns text and label, found {header}")
-            ti, li = header.index("text"), header.index("label")
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                if len(row) != len(header):
-                    raise FormatError(f"{where}: expected {len(header)} fields, found {len(row)}")
-                label = row[li].strip().lower()
-                if label not in _LABELS:
-                    raise FormatError(f"{where}: label {row[li]!r}, expected one of 0, 1, neg, pos, "
-                                      "negative, positive")
-                if not row[ti].strip():
-                    raise FormatError(f"{where}: empty text")
-                texts.append(row[ti])
-                labels.append(_LABELS[label])
-        except UnicodeDecodeError as e:
-            raise FormatError(f"{path}: not UTF-8 text ({e.reason}) after line {reader.line_num}") from None
-        except csv.Error as e:
-            raise FormatError(f"{path}:{reader.line_num}: {e}") from None
-    return TextSet(texts, np.array(labels, dtype=np.int64), CLASSES, f"CSV {path}")
+    reader = csv.reader(io.StringIO(_decode(path, path.read_bytes()), newline=""))
+    try:
+        header = next(reader, None)
+        if header is None or "text" not in header or "label" not in header:
+            raise FormatError(f"{path}:1: expected a header with columns text and label, found {header}")
+        ti, li = header.index("text"), header.index("label")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if len(row) != len(header):
+                raise FormatError(f"{where}: expected {len(header)} fields, found {len(row)}")
+            label = row[li].strip().lower()
+            if label not in _LABELS:
+                raise FormatError(f"{where}: label {row[li]!r}, expected one of 0, 1, neg, pos, "
+                                  "negative, positive")
+            if not row[ti].strip():
+                raise FormatError(f"{where}: empty text")
+            texts.append(row[ti])
+            labels.append(_LABELS[label])
+    except csv.Error as e:
+        raise FormatError(f"{path}:{reader.line_num}: {e}") from None
+    return TextSet(texts, _both_classes(str(path), labels), CLASSES, f"CSV {path}")
 
 
 def layout(folder: str | Path) -> tuple[str, Path] | None:
