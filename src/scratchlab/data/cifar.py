@@ -7,8 +7,9 @@ batches.meta}, each a pickled dict (written by Python 2, so keys are bytes once 
 
 Pickle can run arbitrary code, so batches go through `SafeUnpickler`: it admits only what these files need
 (dicts, lists, bytes, strings, numbers, and numpy arrays rebuilt by numpy's own reconstructor) and names any other
-global it meets. The archive is extracted with tarfile's `data` filter (no absolute paths, no `..`, no links out
-of the target, no device files) into a temp folder that is renamed into place only when complete.
+global it meets. The archive is checked against the official SHA-256 and extracted by `archive.extract_tar` (no
+absolute paths, no `..`, no links, no device files) into a temp folder that is renamed into place only when
+complete.
 """
 
 from __future__ import annotations
@@ -92,13 +93,14 @@ def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels
 
 
-def extract(archive: str | Path, target: str | Path) -> Path:
-    """Safely extract `archive` into `target`/FOLDER (atomic: the folder appears complete or not at all)."""
+def extract(archive: str | Path, target: str | Path, sha256: str | None = None) -> Path:
+    """Safely extract `archive` into `target`/FOLDER (atomic: the folder appears complete or not at all); with
+    `sha256`, only an archive of that digest."""
     archive, target = Path(archive), Path(target)
     final = target / FOLDER
     if final.is_dir():
         return final
-    staging = extract_tar(archive, target / f".extract{os.getpid()}")
+    staging = extract_tar(archive, target / f".extract{os.getpid()}", sha256)
     try:
         if not (staging / FOLDER).is_dir():
             raise FormatError(f"{archive}: has no {FOLDER}/ folder; found {sorted(p.name for p in staging.iterdir())}")

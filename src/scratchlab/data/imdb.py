@@ -7,8 +7,8 @@ Three layouts of a folder, all read into a `TextSet` (texts, labels 0 = negative
     {train,test}_{pos,neg}.txt                         four files, one review a line
     {train,test}.csv                                   a header naming `text` and `label` (0/1 or neg/pos), any corpus
 
-The archive is fetched from its official address with a SHA-256 check and extracted with the `data` filter after
-every member name was checked to stay inside the target (absolute names and `..` are refused, not rewritten).
+The archive is fetched from its official address with a SHA-256 check and extracted by `archive.extract_tar`:
+regular files and folders only, every name inside the target (absolute names and `..` are refused, not rewritten).
 A malformed file is a `FormatError` naming the file and line, and so is a split without reviews of both classes;
 a leading UTF-8 byte-order mark (Excel's CSV export) is accepted. Validation is a seeded 25% of train.
 """

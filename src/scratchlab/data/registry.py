@@ -214,7 +214,7 @@ CIFAR10_REMOTES: list[Remote] = [
 @register("cifar10", "CIFAR-10, 50k/10k 32x32 RGB in 10 classes (download, python version, 163 MiB)")
 def cifar10(split: str = "train", allow_download: bool = True) -> ImageSet:
     (archive,), where = find_files("cifar10", ["cifar-10-python.tar.gz"], [], CIFAR10_REMOTES, allow_download)
-    folder = cifar.extract(archive, archive.parent)
+    folder = cifar.extract(archive, archive.parent, CIFAR10_REMOTES[0].sha256)  # a local archive is checked too
     images, labels = cifar.read_cifar10(folder, split)
     return ImageSet(images, labels, list(cifar.CIFAR10_CLASSES), f"cifar10 ({split}) from {where}")
 
