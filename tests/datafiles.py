@@ -1,8 +1,9 @@
 """Test helpers for data: fixture files in the official formats, and a loopback HTTP server.
 
 `serve(routes)` starts http.server on 127.0.0.1 (port 0: the OS picks a free one) in a thread. Each route maps a
-path to (body, declared_length): declaring more bytes than the body sends a truncated transfer (the server
-closes the connection early); a path not in `routes` answers 404.
+path to (body, declared_length) or (body, declared_length, interval): declaring more bytes than the body sends a
+truncated transfer (the server closes the connection early); an interval sends the body one byte per `interval`
+seconds (a trickling server); a path not in `routes` answers 404.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import pickle
 import tarfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,30 +25,36 @@ from scratchlab.data.cifar import CIFAR10_CLASSES, pickle_batch
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[bytes, int]] = {}
+    routes: dict[str, tuple[bytes, int, float]] = {}
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         if self.path not in self.routes:
             self.send_error(404, "no such file")
             return
-        body, length = self.routes[self.path]
+        body, length, interval = self.routes[self.path]
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
         self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
         self.close_connection = True
+        chunks = [body[i:i + 1] for i in range(len(body))] if interval else [body]
+        try:
+            for chunk in chunks:
+                time.sleep(interval)
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except OSError:  # the client gave up
+            pass
 
     def log_message(self, *args):  # keep test output quiet
         pass
 
 
 @contextmanager
-def serve(routes: dict[str, bytes | tuple[bytes, int]]):
+def serve(routes: dict[str, bytes | tuple[bytes, int] | tuple[bytes, int, float]]):
     """Yield the base URL (http://127.0.0.1:PORT) of a server for `routes`; stopped on exit."""
-    handler = type("Handler", (_Handler,), {"routes": {k: v if isinstance(v, tuple) else (v, len(v))
-                                                       for k, v in routes.items()}})
+    full = {k: (v, len(v), 0.0) if isinstance(v, bytes) else (*v, 0.0)[:3] for k, v in routes.items()}  # interval 0
+    handler = type("Handler", (_Handler,), {"routes": full})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -5,16 +5,19 @@ exact error (file, field, expected vs found) or the exact data. Fixtures are wri
 import gzip
 import os
 import pickle
+import subprocess
 import tarfile
+import time
 import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.io
 
-from datafiles import cifar_archive, sha256, symlink_chain_tar, tar_of, write
+from datafiles import cifar_archive, serve, sha256, symlink_chain_tar, tar_of, write
 from scratchlab.data import cifar, imdb, registry, svhn
 from scratchlab.data.archive import extract_tar
+from scratchlab.data.download import DownloadError, download
 from scratchlab.data.idx import FormatError, read_idx, write_idx
 
 # ---------------------------------------------------------------- 1: tar members and local archives
@@ -179,6 +182,50 @@ def test_dimensions_whose_product_overflows_int64(tmp_path):
     with pytest.raises(FormatError, match=r"huge-idx4-ubyte: dimensions \(65536, 65536, 65536, 65536\) of uint8 need "
                                           r"18446744073709551616 data bytes, found 10 \(truncated\)"):
         read_idx(path)
+
+
+# ---------------------------------------------------------------- 13: downloads: deadline, stale temp files, paths
+
+BODY = b"0123456789" * 10
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_a_trickling_server_hits_the_total_timeout(tmp_path, monkeypatch, how):
+    """100 bytes, one every 0.1 s (10 s in all), each well within the 5 s per-read timeout."""
+    kwargs = {"total_timeout": 0.5} if how == "argument" else {}
+    monkeypatch.setenv("SCRATCHLAB_DOWNLOAD_TIMEOUT", "0.5")
+    with serve({"/f.bin": (BODY, len(BODY), 0.1)}) as url:
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=r"f.bin: not finished after 0.5 s \(total timeout\): \d of 100 "
+                                                "bytes received"):
+            download(f"{url}/f.bin", tmp_path / "d" / "f.bin", sha256(BODY), timeout=5, progress=False, **kwargs)
+        assert time.monotonic() - start < 2.0
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == []
+
+
+def test_bad_download_timeout_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCHLAB_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(DownloadError, match=r"SCRATCHLAB_DOWNLOAD_TIMEOUT: expected seconds, found 'soon'"):
+        download("http://127.0.0.1:9/f.bin", tmp_path / "f.bin", sha256(BODY), progress=False)
+
+
+def test_temp_files_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    folder = tmp_path / "d"
+    stale, live, other = (write(folder / name, b"half") for name in (
+        f".f.bin.part{dead.pid}", f".f.bin.part{os.getppid()}", f".g.bin.part{dead.pid}"))
+    with serve({"/f.bin": BODY}) as url:
+        download(f"{url}/f.bin", folder / "f.bin", sha256(BODY), progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["f.bin", live.name, other.name])
+    assert not stale.exists() and live.read_bytes() == b"half"
+
+
+def test_destination_under_a_file(tmp_path):
+    write(tmp_path / "notdir", b"a file, not a folder")
+    with pytest.raises(DownloadError, match=f"{tmp_path}/notdir/f.bin: cannot create its folder {tmp_path}/notdir "
+                                            r"\(File exists: "):
+        download("http://127.0.0.1:9/f.bin", tmp_path / "notdir" / "f.bin", sha256(BODY), progress=False)
 
 
 # ---------------------------------------------------------------- 18: CSV (and line files) from Excel and Notepad
