@@ -47,6 +47,7 @@ class GANConfig:
     dataset: str = "fashion-mnist"
     loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "vanilla"
     conditional: bool = False
+    projection: bool = False  # conditional D: the label as y^T V phi(x) (Miyato & Koyama 2018)
     unroll: int = 0
     unroll_grad: bool = False
     ema: float = 0.0            # > 0: sample and judge a moving average of G's weights with this decay
@@ -99,7 +100,7 @@ def make_judge(cfg: GANConfig, ctx: Context) -> Judge:
 
 def net_config(cfg: GANConfig, data: torch.Tensor, n_classes: int) -> NetConfig:
     return NetConfig(latent=cfg.latent, channels=data.shape[1], image_size=data.shape[-1],
-                     n_classes=n_classes if cfg.conditional else 0)
+                     n_classes=n_classes if cfg.conditional else 0, projection=cfg.projection)
 
 
 def write_run_config(run: RunDir, cfg: GANConfig, ctx: Context) -> None:

@@ -6,7 +6,13 @@
 
 D always returns raw (unbounded) scores: the losses decide what they mean (a logit for the vanilla GAN, whose
 sigmoid lives inside its log-sigmoid for stability; a critic value for WGAN; a regression target for LSGAN).
-The conditional label enters as a one-hot vector concatenated to G's latent and to D's flattened input.
+The conditional label enters as a one-hot vector concatenated to G's latent and, by default, to D's flattened
+input. With `projection` the label enters D at the end instead (Miyato & Koyama 2018, "cGANs with projection
+discriminator"): with phi(x) (N, F) D's last hidden layer on the image alone, V (K, F) an embedding of the classes,
+
+    D(x, y) = psi(phi(x)) + y^T V phi(x)     (y one-hot; psi the unconditional linear head)
+
+the log-ratio form of a conditional discriminator when p(y | x) is log-linear in phi(x).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class NetConfig:
     image_size: int = 28
     n_classes: int = 0  # > 0: conditional G and D
     slope: float = 0.2  # LeakyReLU negative slope
+    projection: bool = False  # conditional D: label as y^T V phi(x) at the end, not concatenated to x
 
 
 def mlp(sizes: Sequence[int], *, slope: float = 0.2, batchnorm: bool = False) -> list[nn.Module]:
@@ -79,15 +86,24 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: NetConfig, n_out: int = 1):
         super().__init__()
         self.cfg = cfg
-        n_in = cfg.channels * cfg.image_size**2 + cfg.n_classes
+        self.project = bool(cfg.n_classes and cfg.projection)
+        n_in = cfg.channels * cfg.image_size**2 + (0 if self.project else cfg.n_classes)
         self.body = nn.Sequential(*mlp([n_in, *cfg.d_hidden], slope=cfg.slope))
         self.head = nn.Linear(cfg.d_hidden[-1], n_out)
+        if self.project:
+            if n_out != 1:
+                raise ValueError("projection discriminator: one output (n_out = 1)")
+            self.embed = nn.Embedding(cfg.n_classes, cfg.d_hidden[-1])  # V (K, F)
+            nn.init.normal_(self.embed.weight, std=cfg.d_hidden[-1] ** -0.5)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)  # (N, C*H*W)
         if self.cfg.n_classes:
             if y is None:
                 raise ValueError("conditional discriminator: labels y are required")
+            if self.project:
+                phi = self.body(h)  # (N, F)
+                return self.head(phi).squeeze(1) + (self.embed(y) * phi).sum(1)  # psi(phi) + <V_y, phi>
             h = torch.cat([h, one_hot(y, self.cfg.n_classes)], dim=1)
         out = self.head(self.body(h))  # (N, n_out)
         return out.squeeze(1) if out.shape[1] == 1 else out
