@@ -52,3 +52,79 @@ def test_predict_one_word_and_texts_without_words(capsys):
     for text in ("", "!!!", "10/10"):
         assert main(["predict", "r", text]) == 1
         assert f"no words to classify in {text!r} after cleaning (letters only)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- config values out of range (defect 15)
+
+
+@pytest.mark.parametrize("name, override, message", [
+    ("palindrome", "steps=0", "--set steps=0: expected an int >= 1, got 0"),
+    ("palindrome", "steps=-5", "--set steps=-5: expected an int >= 1, got -5"),
+    ("palindrome", "eval_every=-1", "--set eval_every=-1: expected an int >= 0, got -1"),
+    ("palindrome", "batch=0", "--set batch=0: expected an int >= 1, got 0"),
+    ("palindrome", "length=1", "--set length=1: expected an int >= 2, got 1"),
+    ("palindrome", "lr=0", "--set lr=0: expected a float > 0, got 0.0"),
+    ("palindrome", "lr=-1e-3", "--set lr=-1e-3: expected a float > 0, got -0.001"),
+    ("palindrome", "lr=nan", "--set lr=nan: expected a float > 0, got nan"),
+    ("palindrome", "lr=inf", "--set lr=inf: expected a float > 0, got inf"),
+    ("cyclegan-digits", "lr_decay=1.5", "--set lr_decay=1.5: expected a float in [0, 1], got 1.5"),
+    ("mlp-numpy", "hidden=0", "--set hidden=0: expected an int >= 1, got 0 (item 0)"),
+    ("mlp-numpy", "hidden=128,0", "--set hidden=128,0: expected an int >= 1, got 0 (item 1)"),
+    ("mlp-numpy", "dropout=1", "--set dropout=1: expected a float in [0, 1), got 1.0"),
+    ("mlp-numpy", "val_fraction=0", "--set val_fraction=0: expected a float in (0, 1), got 0.0"),
+    ("imdb", "batch_size=0", "--set batch_size=0: expected an int >= 1, got 0"),
+    ("imdb", "weight_decay=-0.1", "--set weight_decay=-0.1: expected a float >= 0, got -0.1"),
+    ("binary-addition", "train_bits=63", "--set train_bits=63: expected an int in 1..62, got 63"),
+    ("gan", "d_steps=0", "--set d_steps=0: expected an int >= 1, got 0"),
+    ("gan", "ema=1", "--set ema=1: expected a float in [0, 1), got 1.0"),
+    ("cyclegan-digits", "model.lr=0", "--set model.lr=0: expected a float > 0, got 0.0"),
+])
+def test_out_of_range_overrides_are_one_line_errors(name, override, message):
+    from scratchlab.run.config import ConfigError
+    from scratchlab.runner import build_config
+
+    with pytest.raises(ConfigError) as info:
+        build_config(name, [override])
+    assert str(info.value) == message
+
+
+def test_in_range_overrides_and_none_pass():
+    from scratchlab.runner import build_config
+
+    assert build_config("gan", ["d_steps=none", "eval_every=0", "ema=0.99"]).d_steps is None
+    assert build_config("mlp-numpy", ["hidden=1,2", "dropout=0"]).hidden == (1, 2)
+    assert build_config("palindrome", ["clip=0", "length=2"]).clip == 0.0  # clip <= 0: no clipping, by design
+
+
+def test_cli_refuses_a_bad_value_before_making_the_run_directory(capsys, tmp_path):
+    assert main(["run", "palindrome", "--quick", "--out", "bad", "--set", "batch=0"]) == 2  # a usage error
+    assert "--set batch=0: expected an int >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("batch", 0, "config batch=0: expected an int >= 1, got 0"),
+    ("batch", "64", "config batch=64: expected an int, got '64'"),
+    ("batch", True, "config batch=true: expected an int, got True"),
+    ("lr", -1.0, "config lr=-1.0: expected a float > 0, got -1.0"),
+    ("model", "transformer", "config model=transformer: expected one of ['rnn', 'lstm', 'gru'], got 'transformer'"),
+])
+def test_a_saved_config_goes_through_the_same_checks(key, value, message):
+    """What `--resume`, `predict` and `sample` read back from config.json (edited by hand, or by an older version)."""
+    from scratchlab.experiments.palindrome import PalindromeConfig
+    from scratchlab.run.config import ConfigError, from_dict, to_dict
+
+    saved = {**to_dict(PalindromeConfig()), key: value}
+    with pytest.raises(ConfigError) as info:
+        from_dict(PalindromeConfig, saved)
+    assert str(info.value) == message
+    assert from_dict(PalindromeConfig, {**saved, key: to_dict(PalindromeConfig())[key]}) == PalindromeConfig()
+
+
+def test_every_experiment_default_and_quick_config_is_in_range():
+    from scratchlab import experiments
+    from scratchlab.runner import build_config
+
+    for name in experiments.load_all():
+        for quick in (False, True):
+            build_config(name, (), quick)  # raises ConfigError on any field out of range

@@ -11,6 +11,7 @@ saw, adds numbers of any length. The figure shows the training losses and exact 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -21,26 +22,30 @@ from scratchlab.experiments import experiment
 from scratchlab.experiments._recurrent import Optimizer, RecurrentNet, clipped_step, make_optimizer
 from scratchlab.rnn import BinaryAdderRNN
 from scratchlab.run import plots
+from scratchlab.run.config import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from scratchlab.train.loop import Values, fit
+
+Bits = Annotated[int, Range(ge=1, le=62)]  # what addition_batch takes: the sums fit in int64
 
 
 @dataclass
 class AdditionConfig:
     models: tuple[str, ...] = ("rnn", "lstm")
-    train_bits: int = 8  # training sums: numbers of 1..train_bits bits
-    test_bits: int = 32
-    exhaustive_bits: int = 8  # the hand-set adder is checked on all 4**exhaustive_bits pairs
-    hidden: int = 16
-    batch: int = 64
+    train_bits: Bits = 8  # training sums: numbers of 1..train_bits bits
+    test_bits: Bits = 32
+    # the hand-set adder is checked on all 4**exhaustive_bits pairs, in one batch: 12 bits is 16.8M pairs (~2 GB)
+    exhaustive_bits: Annotated[int, Range(ge=1, le=12)] = 8
+    hidden: PositiveInt = 16
+    batch: PositiveInt = 64
     optimizer: Optimizer = "adam"
-    lr: float = 1e-2
-    clip: float = 1.0
-    steps: int = 3000  # budget; stops earlier once every model adds train_bits-bit numbers exactly
-    perfect_evals: int = 3  # ... on this many evaluations in a row (one perfect batch can be luck)
-    eval_every: int = 100
-    eval_size: int = 1000
-    test_size: int = 10000
-    test_seed: int = 4321
+    lr: PositiveFloat = 1e-2
+    clip: float = 1.0  # global gradient-norm clip; <= 0 turns it off
+    steps: PositiveInt = 3000  # budget; stops earlier once every model adds train_bits-bit numbers exactly
+    perfect_evals: PositiveInt = 3  # ... on this many evaluations in a row (one perfect batch can be luck)
+    eval_every: NonNegativeInt = 100  # 0: no evaluations, so no early stop
+    eval_size: PositiveInt = 1000
+    test_size: PositiveInt = 10000
+    test_seed: NonNegativeInt = 4321
 
 
 def hand_set_accuracy(bits: int) -> dict[str, float]:

@@ -29,6 +29,7 @@ from scratchlab.gan import classifier as clf
 from scratchlab.gan.cyclegan import CycleConfig, CycleGAN, Domain, fit_size
 from scratchlab.run import config as C
 from scratchlab.run import plots
+from scratchlab.run.config import NonNegativeInt, PositiveInt, Probability
 from scratchlab.run.rundir import RunDir
 from scratchlab.train import checkpoint
 from scratchlab.train.loop import fit
@@ -40,19 +41,19 @@ X_DOMAIN, Y_DOMAIN = Domain(1, 28), Domain(3, 32)
 class CycleDigitsConfig:
     target: Literal["synthdigits", "svhn"] = "synthdigits"  # Y; synthdigits is synthetic, svhn downloads
     source: Literal["mnist-5k", "mnist"] = "mnist-5k"        # X; mnist-5k is offline (4000 train / 1000 test)
-    steps: int = 2500          # CycleGAN steps (each updates D_X, D_Y, then G, F)
-    d_warmup: int = 400        # discriminator-only digit-classification steps first (labels game only; 0 = off)
-    batch_size: int = 32
-    lr_decay: float = 0.5      # learning rates fall linearly to 0 over this last fraction of the steps (0: constant)
+    steps: PositiveInt = 2500  # CycleGAN steps (each updates D_X, D_Y, then G, F)
+    d_warmup: NonNegativeInt = 400  # discriminator-only digit-classification steps first (labels game only; 0 = off)
+    batch_size: PositiveInt = 32
+    lr_decay: Probability = 0.5  # learning rates fall linearly to 0 over this last fraction of the steps (0: constant)
     model: CycleConfig = field(default_factory=CycleConfig)
-    eval_every: int = 100
-    eval_n: int = 500          # test images per domain at intermediate evaluations (the final one uses all)
-    n_target_train: int = 10000  # Y training images (synthdigits renders this many; svhn takes the first n)
-    n_target_test: int = 2000
-    n_source_train: int | None = None  # X images used (None: all of the split)
-    n_source_test: int | None = None
+    eval_every: NonNegativeInt = 100  # 0: no intermediate evaluations
+    eval_n: PositiveInt = 500  # test images per domain at intermediate evaluations (the final one uses all)
+    n_target_train: PositiveInt = 10000  # Y training images (synthdigits renders this many; svhn takes the first n)
+    n_target_test: PositiveInt = 2000
+    n_source_train: PositiveInt | None = None  # X images used (None: all of the split)
+    n_source_test: PositiveInt | None = None
     classifier_arch: Literal["cnn", "mlp"] = "cnn"
-    classifier_epochs: int = 6  # 4 left the MNIST classifier at 94.6%, 6 reaches ~96-97%
+    classifier_epochs: PositiveInt = 6  # 4 left the MNIST classifier at 94.6%, 6 reaches ~96-97%
 
 
 QUICK = {"steps": 6, "d_warmup": 2, "batch_size": 8, "eval_every": 3, "eval_n": 40, "n_target_train": 200,

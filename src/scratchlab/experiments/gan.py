@@ -30,6 +30,7 @@ from scratchlab.gan.nets import Discriminator, Generator, NetConfig
 from scratchlab.gan.trainer import GANTrainer, TrainerConfig
 from scratchlab.run import config as C
 from scratchlab.run import plots
+from scratchlab.run.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Rate
 from scratchlab.run.rundir import RunDir
 from scratchlab.train import checkpoint
 from scratchlab.train.loop import Context, fit
@@ -48,25 +49,25 @@ class GANConfig:
     loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "vanilla"
     conditional: bool = False
     projection: bool = False  # conditional D: the label as y^T V phi(x) (Miyato & Koyama 2018)
-    unroll: int = 0
+    unroll: NonNegativeInt = 0  # k: G trains against D advanced k steps (0: D itself)
     unroll_grad: bool = False
-    ema: float = 0.0            # > 0: sample and judge a moving average of G's weights with this decay
-    steps: int = 3000  # rounds: d_steps discriminator updates + g_steps generator updates each
-    batch_size: int = 64
-    d_steps: int | None = None  # None: 5 for wgan (n_critic), else 1
-    g_steps: int = 1
-    clip: float | None = None   # None: 0.01 for wgan, else no clipping
+    ema: Rate = 0.0             # > 0: sample and judge a moving average of G's weights with this decay
+    steps: PositiveInt = 3000  # rounds: d_steps discriminator updates + g_steps generator updates each
+    batch_size: PositiveInt = 64
+    d_steps: PositiveInt | None = None  # None: 5 for wgan (n_critic), else 1
+    g_steps: PositiveInt = 1
+    clip: NonNegativeFloat | None = None  # None: 0.01 for wgan, else no clipping (0: none either)
     optimizer: Literal["adam", "rmsprop"] | None = None  # None: rmsprop for wgan, else adam
-    lr_g: float | None = None   # None: 5e-5 for wgan, else 2e-4
-    lr_d: float | None = None
-    latent: int = 100
-    n_train: int = 0            # 0: the whole train split
+    lr_g: PositiveFloat | None = None  # None: 5e-5 for wgan, else 2e-4
+    lr_d: PositiveFloat | None = None
+    latent: PositiveInt = 100
+    n_train: NonNegativeInt = 0  # 0: the whole train split
     classifier: Literal["mlp", "cnn"] = "mlp"
-    classifier_epochs: int = 0  # 0: the default budget (classifier.RECIPES)
-    classifier_n_train: int = 0  # 0: the whole train split
-    n_eval: int = 3000          # samples judged at the end
-    eval_every: int = 500       # KL / Frechet curves on `eval_samples` samples
-    eval_samples: int = 1000
+    classifier_epochs: NonNegativeInt = 0  # 0: the default budget (classifier.RECIPES)
+    classifier_n_train: NonNegativeInt = 0  # 0: the whole train split
+    n_eval: PositiveInt = 3000  # samples judged at the end
+    eval_every: NonNegativeInt = 500  # KL / Frechet curves on `eval_samples` samples (0: none)
+    eval_samples: PositiveInt = 1000
 
 
 def trainer_config(cfg: GANConfig) -> TrainerConfig:
@@ -223,8 +224,8 @@ class CGANConfig(GANConfig):
     # after 16000 (docs/gan.md).
     loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "lsgan"
     conditional: bool = True
-    steps: int = 16000
-    ema: float = 0.999
+    steps: PositiveInt = 16000
+    ema: Rate = 0.999
 
 
 @experiment("cgan", CGANConfig, help="conditional GAN (one-hot label into G and D): 3 samples per class, "
@@ -242,8 +243,8 @@ def cgan(cfg: CGANConfig, ctx: Context) -> dict[str, Any]:
 
 @dataclass
 class InterpolateConfig(GANConfig):
-    rows: int = 8   # pairs of samples
-    steps_between: int = 7
+    rows: PositiveInt = 8   # pairs of samples
+    steps_between: NonNegativeInt = 7
 
 
 @experiment("gan-interpolate", InterpolateConfig, help="latent interpolation: 7 steps between two samples "

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,15 @@ from scratchlab.experiments._imdb_figures import attention_figure, compare_figur
 from scratchlab.rnn.classifiers import MODELS, build_classifier
 from scratchlab.run import config as C
 from scratchlab.run import plots
+from scratchlab.run.config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ProperFraction,
+    Range,
+    Rate,
+)
 from scratchlab.run.rundir import RunDir
 from scratchlab.train import checkpoint
 from scratchlab.train.loop import Context, fit, seed_everything
@@ -44,26 +53,26 @@ NO_KNOWN_WORDS = "none (no word of the text is in the vocabulary)"
 class TextRunConfig:
     corpus: Literal["imdb", "synthetic"] = "imdb"
     data_dir: str = ""           # a folder with a corpus in one of the three layouts; "" = search
-    synthetic_train: int = 2000  # corpus=synthetic: reviews generated for train (25% become validation)
-    synthetic_test: int = 1000
-    length: int = 400            # ids per review, padding before the review
-    max_vocab: int = 20000       # ids in all, <pad> and <unk> included
-    min_freq: int = 2
+    synthetic_train: PositiveInt = 2000  # corpus=synthetic: reviews generated for train (25% become validation)
+    synthetic_test: PositiveInt = 1000
+    length: PositiveInt = 400    # ids per review, padding before the review
+    max_vocab: Annotated[int, Range(ge=3)] = 20000  # ids in all, <pad> and <unk> included: at least one word
+    min_freq: PositiveInt = 2
     stop_words: bool = False     # the stop-word list holds "not", "no", "nor": off by default for sentiment
     stem: bool = False
-    embed_dim: int = 128
-    hidden_size: int = 128
-    num_layers: int = 1
+    embed_dim: PositiveInt = 128
+    hidden_size: PositiveInt = 128
+    num_layers: PositiveInt = 1
     bidirectional: bool = False
-    dropout: float = 0.5
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    clip: float = 5.0            # gradient-norm clip: LSTMs over 400 steps have occasional spikes
-    val_fraction: float = 0.25
-    eval_every: int = 0          # steps between validations; 0 = once per epoch
-    figure_reviews: int = 4      # test reviews in the attention figure
+    dropout: Rate = 0.5
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    clip: PositiveFloat = 5.0    # gradient-norm clip: LSTMs over 400 steps have occasional spikes
+    val_fraction: ProperFraction = 0.25
+    eval_every: NonNegativeInt = 0  # steps between validations; 0 = once per epoch
+    figure_reviews: NonNegativeInt = 4  # test reviews in the attention figure
 
 
 @dataclass

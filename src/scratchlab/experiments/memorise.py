@@ -21,6 +21,7 @@ from scratchlab.data.synthetic import CharVocab, next_char_task
 from scratchlab.experiments import experiment
 from scratchlab.experiments._recurrent import Optimizer, RecurrentNet, clipped_step, make_optimizer
 from scratchlab.run import plots
+from scratchlab.run.config import PositiveFloat, PositiveInt
 from scratchlab.train.loop import fit
 
 SENTENCE = "hello pytorch, how long can a rnn cell remember? show me your limit!"
@@ -29,12 +30,12 @@ SENTENCE = "hello pytorch, how long can a rnn cell remember? show me your limit!
 @dataclass
 class MemoriseConfig:
     text: str = SENTENCE
-    hidden: int = 64
+    hidden: PositiveInt = 64
     optimizer: Optimizer = "adam"
-    lr: float = 1e-2
-    clip: float = 5.0
-    steps: int = 400
-    compare_steps: int = 20  # the first steps over which the two curves must agree to float precision
+    lr: PositiveFloat = 1e-2
+    clip: float = 5.0  # global gradient-norm clip; <= 0 turns it off
+    steps: PositiveInt = 400
+    compare_steps: PositiveInt = 20  # the first steps over which the two curves must agree to float precision
 
 
 def twin_with_torch_lstm(net: RecurrentNet) -> RecurrentNet:

@@ -32,26 +32,27 @@ from scratchlab.autograd import functional as F
 from scratchlab.data import registry
 from scratchlab.experiments import experiment
 from scratchlab.run import plots
+from scratchlab.run.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ProperFraction, Rate
 from scratchlab.train.loop import Values, fit
 
 
 @dataclass
 class MLPConfig:
     dataset: Literal["fashion-mnist", "mnist", "mnist-5k", "cifar10"] = "fashion-mnist"
-    hidden: tuple[int, ...] = (512, 256)  # input and output sizes come from the data: 784-512-256-10
+    hidden: tuple[PositiveInt, ...] = (512, 256)  # input and output sizes come from the data: 784-512-256-10
     engine: Literal["numpy", "torch", "both"] = "numpy"
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9       # SGD only
-    weight_decay: float = 0.0
+    lr: PositiveFloat = 0.05
+    momentum: Rate = 0.9        # SGD only
+    weight_decay: NonNegativeFloat = 0.0
     schedule: Literal["constant", "cosine"] = "cosine"  # cosine: lr -> 0 over the run, smooths the last epochs
-    epochs: int = 15
-    batch_size: int = 100
-    dropout: float = 0.0
-    val_fraction: float = 0.1   # of the training images, held out for validation
-    train_limit: int = 0        # use only the first N training images (0: all); for quick runs
-    test_limit: int = 0
-    compare_steps: int = 100    # engine=both: largest loss difference over this many first steps
+    epochs: PositiveInt = 15
+    batch_size: PositiveInt = 100
+    dropout: Rate = 0.0
+    val_fraction: ProperFraction = 0.1  # of the training images, held out for validation
+    train_limit: NonNegativeInt = 0  # use only the first N training images (0: all); for quick runs
+    test_limit: NonNegativeInt = 0
+    compare_steps: PositiveInt = 100  # engine=both: largest loss difference over this many first steps
 
 
 def load_split(cfg: MLPConfig, split: str):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -24,28 +25,31 @@ from scratchlab.data.synthetic import Encoding, PalindromeDataset, batch_rng
 from scratchlab.experiments import experiment
 from scratchlab.experiments._recurrent import Kind, Optimizer, RecurrentNet, clipped_step, make_optimizer
 from scratchlab.run import plots
+from scratchlab.run.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from scratchlab.train.loop import Values, fit
+
+Length = Annotated[int, Range(ge=2)]  # a palindrome needs an input digit and a target digit
 
 
 @dataclass
 class PalindromeConfig:
     model: Kind = "lstm"
-    length: int = 10  # T, the palindrome's length; the network reads T-1 digits
+    length: Length = 10  # T, the palindrome's length; the network reads T-1 digits
     encoding: Encoding = "one-hot"  # or "value": the raw digit as one input, as in the course
-    hidden: int = 128
-    batch: int = 128
+    hidden: PositiveInt = 128
+    batch: PositiveInt = 128
     optimizer: Optimizer = "rmsprop"
-    lr: float = 1e-3
+    lr: PositiveFloat = 1e-3
     clip: float = 10.0  # global gradient-norm clip; <= 0 turns it off
     gate_bias: float | None = None  # LSTM forget / GRU update gate bias at init; None keeps torch's init
-    min_length: int = 0  # > 0: each training batch has a length drawn uniformly from [min_length, length]
-    steps: int = 10000  # budget; training usually stops earlier, when converged
-    eval_every: int = 100
-    eval_size: int = 2000  # test palindromes scored during training (the curve); the end uses test_size
-    test_size: int = 10000
-    test_seed: int = 1234
-    converge_train: float = 0.999
-    converge_eval: float = 1.0
+    min_length: NonNegativeInt = 0  # > 0: each training batch has a length drawn uniformly from [min_length, length]
+    steps: PositiveInt = 10000  # budget; training usually stops earlier, when converged
+    eval_every: NonNegativeInt = 100  # 0: no evaluations, so no convergence test
+    eval_size: PositiveInt = 2000  # test palindromes scored during training (the curve); the end uses test_size
+    test_size: PositiveInt = 10000
+    test_seed: NonNegativeInt = 1234
+    converge_train: NonNegativeFloat = 0.999  # accuracies; above 1: never converges, the whole budget runs
+    converge_eval: NonNegativeFloat = 1.0
 
 
 # The recipe (docs/sequences.md, "Palindromes: the recipe"): training batches of mixed lengths 2..T, Adam at 3e-3

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from scratchlab.gan.losses import LOSSES
+from scratchlab.run.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Rate
 
 
 @dataclass(frozen=True)
@@ -167,15 +168,16 @@ def adversary(name: str, n_classes: int = 10, class_weight: float = 0.0) -> Adve
 class CycleConfig:
     # 16 channels, two downsamplings (32x32 -> 8x8 at 64 channels), 3 blocks: as good per step as 32/1/2 in
     # 300-step trials and half the CPU time per step, with a receptive field over the whole 32x32 image
-    ch: int = 16             # generator's first-layer channels (doubled per downsampling)
-    n_res: int = 3           # residual blocks
-    n_down: int = 2          # stride-2 downsamplings
-    d_ch: int = 32           # discriminator's first-layer channels
+    ch: PositiveInt = 16     # generator's first-layer channels (doubled per downsampling)
+    n_res: NonNegativeInt = 3  # residual blocks
+    n_down: NonNegativeInt = 2  # stride-2 downsamplings
+    d_ch: PositiveInt = 32   # discriminator's first-layer channels
     loss: str = "labels"     # "labels" ((K+1)-class D) or a label-free LOSSES entry, e.g. "lsgan"
-    class_weight: float = 1.0  # extra weight on "look like your source's digit" in G (`adversary`); 0 = exercise
-    cycle_weight: float = 2.0  # lambda on the two cycle MSEs; 10 preserved labels worse in 200-step trials
-    lr: float = 2e-4
-    beta1: float = 0.5       # Adam's beta1 = 0.5, as for DCGAN: the default 0.9 oscillates in GAN games
+    # extra weight on "look like your source's digit" in G (`adversary`); 0 = exercise
+    class_weight: NonNegativeFloat = 1.0
+    cycle_weight: NonNegativeFloat = 2.0  # lambda on the two cycle MSEs; 10 preserved labels worse in 200-step trials
+    lr: PositiveFloat = 2e-4
+    beta1: Rate = 0.5        # Adam's beta1 = 0.5, as for DCGAN: the default 0.9 oscillates in GAN games
 
 
 class CycleGAN(nn.Module):
