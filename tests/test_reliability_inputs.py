@@ -128,3 +128,52 @@ def test_every_experiment_default_and_quick_config_is_in_range():
     for name in experiments.load_all():
         for quick in (False, True):
             build_config(name, (), quick)  # raises ConfigError on any field out of range
+
+
+# ---------------------------------------------------------------- the compiled extension's build folder (defect 20)
+
+
+def sources(folder, lstm: bytes = b"// lstm\n", header: bytes = b"// packed\n"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "lstm.cpp").write_bytes(lstm)
+    (folder / "packed.h").write_bytes(header)
+    (folder / "notes.txt").write_text("not compiled")
+    return folder
+
+
+def test_build_key_follows_the_sources_the_flags_and_the_folder(tmp_path):
+    from scratchlab.rnn._cext import build_key
+
+    a = sources(tmp_path / "a")
+    key = build_key(a, ["-O3"], ["-fopenmp"])
+    assert re.fullmatch(r"[0-9a-f]{16}", key)
+    assert build_key(a, ["-O3"], ["-fopenmp"]) == key  # same sources and flags: same build
+    (a / "notes.txt").write_text("edited")
+    assert build_key(a, ["-O3"], ["-fopenmp"]) == key  # not a source
+    different = {
+        "a source's bytes": build_key(sources(tmp_path / "b", lstm=b"// lstm, edited\n"), ["-O3"], ["-fopenmp"]),
+        "the header": build_key(sources(tmp_path / "c", header=b"// packed, edited\n"), ["-O3"], ["-fopenmp"]),
+        "compile flags": build_key(a, ["-O2"], ["-fopenmp"]),
+        "link flags": build_key(a, ["-O3"], []),
+        "flags moved between compile and link": build_key(a, ["-O3", "-fopenmp"], []),
+        "another checkout of the same sources": build_key(sources(tmp_path / "copy"), ["-O3"], ["-fopenmp"]),
+    }
+    assert len(set(different.values()) | {key}) == len(different) + 1, different
+
+
+def test_build_loads_from_the_keyed_folder_and_says_when_it_compiles(tmp_path, monkeypatch, capsys):
+    from torch.utils import cpp_extension
+
+    from scratchlab.rnn import _cext
+
+    calls = []
+    monkeypatch.setattr(cpp_extension, "load", lambda name, srcs, **kw: calls.append((name, kw["build_directory"])))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    key = _cext.build_key()
+    _cext.build()
+    folder = tmp_path / "cache" / f"scratchlab_rnn_{key}"
+    assert calls == [(f"scratchlab_rnn_{key}", str(folder))]
+    assert capsys.readouterr().err == "compiling scratchlab's recurrent kernels (first run only, ~1 min)...\n"
+    (folder / f"scratchlab_rnn_{key}.so").write_bytes(b"")  # built: found in the cache, nothing to say
+    _cext.build()
+    assert len(calls) == 2 and capsys.readouterr().err == ""
