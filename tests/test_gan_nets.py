@@ -82,3 +82,19 @@ def test_projection_trains_its_embedding_and_reaches_the_config():
     images = torch.zeros(2, 1, 28, 28)
     assert net_config(GANConfig(conditional=True, projection=True), images, 10).projection
     assert net_config(CGANConfig(), images, 10).projection == CGANConfig().projection
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_spectral_norm_divides_each_weight_by_its_largest_singular_value(projection):
+    torch.manual_seed(0)
+    D = Discriminator(NetConfig(**{**NET.__dict__, "projection": projection, "spectral_norm": True}))
+    x, y = torch.randn(16, 1, 3, 3), torch.arange(16) % K
+    for _ in range(200):  # one power iteration per training-mode forward
+        D(x, y)
+    D.eval()
+    layers = [m for m in D.modules() if isinstance(m, torch.nn.Linear | torch.nn.Embedding)]
+    assert len(layers) == 3 + projection
+    for m in layers:
+        raw = m.parametrizations.weight.original.detach()
+        torch.testing.assert_close(m.weight, raw / torch.linalg.svdvals(raw)[0], rtol=1e-4, atol=1e-6)
+    assert torch.isfinite(D(x, y)).all()

@@ -49,6 +49,7 @@ class GANConfig:
     loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "vanilla"
     conditional: bool = False
     projection: bool = False  # conditional D: the label as y^T V phi(x) (Miyato & Koyama 2018)
+    spectral_norm: bool = False  # D's weights divided by their largest singular value (Miyato et al. 2018)
     unroll: NonNegativeInt = 0  # k: G trains against D advanced k steps (0: D itself)
     unroll_grad: bool = False
     ema: Rate = 0.0             # > 0: sample and judge a moving average of G's weights with this decay
@@ -101,7 +102,8 @@ def make_judge(cfg: GANConfig, ctx: Context) -> Judge:
 
 def net_config(cfg: GANConfig, data: torch.Tensor, n_classes: int) -> NetConfig:
     return NetConfig(latent=cfg.latent, channels=data.shape[1], image_size=data.shape[-1],
-                     n_classes=n_classes if cfg.conditional else 0, projection=cfg.projection)
+                     n_classes=n_classes if cfg.conditional else 0, projection=cfg.projection,
+                     spectral_norm=cfg.spectral_norm)
 
 
 def write_run_config(run: RunDir, cfg: GANConfig, ctx: Context) -> None:

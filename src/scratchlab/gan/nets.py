@@ -13,6 +13,9 @@ discriminator"): with phi(x) (N, F) D's last hidden layer on the image alone, V 
     D(x, y) = psi(phi(x)) + y^T V phi(x)     (y one-hot; psi the unconditional linear head)
 
 the log-ratio form of a conditional discriminator when p(y | x) is log-linear in phi(x).
+With `spectral_norm` every weight matrix of D (and V) is divided by its largest singular value, estimated by one
+power iteration per training forward (Miyato et al. 2018, torch.nn.utils.parametrizations.spectral_norm): D is
+then 1-Lipschitz in each layer.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class NetConfig:
     n_classes: int = 0  # > 0: conditional G and D
     slope: float = 0.2  # LeakyReLU negative slope
     projection: bool = False  # conditional D: label as y^T V phi(x) at the end, not concatenated to x
+    spectral_norm: bool = False  # D's weights (and V) divided by their spectral norm
 
 
 def mlp(sizes: Sequence[int], *, slope: float = 0.2, batchnorm: bool = False) -> list[nn.Module]:
@@ -95,6 +99,9 @@ class Discriminator(nn.Module):
                 raise ValueError("projection discriminator: one output (n_out = 1)")
             self.embed = nn.Embedding(cfg.n_classes, cfg.d_hidden[-1])  # V (K, F)
             nn.init.normal_(self.embed.weight, std=cfg.d_hidden[-1] ** -0.5)
+        if cfg.spectral_norm:
+            for m in [m for m in self.modules() if isinstance(m, nn.Linear | nn.Embedding)]:
+                nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)  # (N, C*H*W)
