@@ -62,10 +62,18 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_runs_on_cifar10_layout(tmp_path, monkeypatch):
     """dataset=cifar10 through the registry (a fixture archive in $SCRATCHLAB_DATA): 32x32x3 -> 3072 inputs."""
+    import hashlib
+
     from datafiles import cifar_archive, write
 
-    write(tmp_path / "data" / "cifar10" / "cifar-10-python.tar.gz", cifar_archive(n_per_batch=40)[0])
+    from scratchlab.data import registry
+
+    archive = cifar_archive(n_per_batch=40)[0]
+    write(tmp_path / "data" / "cifar10" / "cifar-10-python.tar.gz", archive)
     monkeypatch.setenv("SCRATCHLAB_DATA", str(tmp_path / "data"))
+    # local archives are checked against the official digest: this fixture stands in for the official file
+    monkeypatch.setattr(registry, "CIFAR10_REMOTES",
+                        [registry.Remote("cifar-10-python.tar.gz", "", hashlib.sha256(archive).hexdigest())])
     _, summary = run_experiment("mlp-numpy", {"dataset": "cifar10", "epochs": 1, "hidden": (16,)},
                                 out=tmp_path / "c", progress=False)
     assert summary["layers"] == "3072-16-10" and summary["test_images"] == 40 and summary["train_images"] == 180
