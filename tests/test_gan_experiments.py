@@ -32,14 +32,16 @@ def test_conditional_gan_run_and_sample(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_writes_variants_and_samples_from_one(tmp_path):
-    assert main(["run", "gan-d-g-ratio", "--out", "r", *tiny("base.")]) == 0
+    assert main(["run", "gan-d-g-ratio", "--out", "r", "--set", "seeds=1", *tiny("base.")]) == 0
     summary = json.loads((tmp_path / "r/summary.json").read_text())
-    assert summary["1to1.g_updates"] == 4 and summary["1to1.d_updates"] == 4
-    assert summary["5to2.g_updates"] == 4 and summary["5to2.d_updates"] == 10  # 2 rounds of 5:2
+    ratio = {v["name"]: v["metrics"] for v in summary["variants"]}
+    assert ratio["1to1"]["g_updates"]["values"] == [4] and ratio["1to1"]["d_updates"]["values"] == [4]
+    assert ratio["5to2"]["g_updates"]["values"] == [4]
+    assert ratio["5to2"]["d_updates"]["values"] == [10]  # 2 rounds of 5:2
     for fig in ("label_histograms", "final_samples", "kl_curves"):
         assert (tmp_path / f"r/{fig}.png").exists()
     assert main(["sample", "r", "--n", "5", "--out", "s.npz"]) == 0
     out = np.load("s.npz")
     assert out["images"].shape == (5, 1, 28, 28) and "labels" not in out
-    assert main(["sample", "r/1to1", "--n", "3", "--out", "t.npz"]) == 0  # a variant is a `gan` run itself
+    assert main(["sample", "r/1to1/seed0", "--n", "3", "--out", "t.npz"]) == 0  # each run is a `gan` run itself
     assert np.load("t.npz")["images"].dtype == np.uint8

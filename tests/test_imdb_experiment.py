@@ -94,31 +94,32 @@ def test_real_file_corpus_from_data_dir(tmp_path):
 
 
 def test_compare_table_and_predict_on_the_best_model(capsys):
-    args = ["run", "imdb-compare", "--quick", "--out", "c", "--set", "models=bag,mlp,lstm-attention", *SMALL]
+    args = ["run", "imdb-compare", "--quick", "--out", "c", "--set", "models=bag,mlp,lstm-attention",
+            "--set", "seeds=1", *SMALL]
     assert main(args) == 0
     summary = json.load(open("c/summary.json"))
-    header, *rows = summary["table"]
-    assert header == ["model", "params", "best_val_loss", "test_loss", "test_accuracy"]
-    assert [r[0] for r in rows] == ["bag", "mlp", "lstm-attention"]
-    assert summary["best_model"] == min(rows, key=lambda r: r[2])[0]
-    for name, *_, acc in rows:
-        sub = json.load(open(f"c/{name}/summary.json"))
-        assert sub["test_accuracy"] == summary[f"{name}_test_accuracy"] and round(sub["test_accuracy"], 4) == acc
-    assert summary["bag_test_accuracy"] > summary["mlp_test_accuracy"] + 0.1  # words beat raw index values
+    models = {v["name"]: v for v in summary["variants"]}
+    assert list(models) == ["bag", "mlp", "lstm-attention"]
+    assert summary["best_model"] == min(models, key=lambda m: models[m]["metrics"]["best_val_loss"]["mean"])
+    for name, v in models.items():
+        sub = json.load(open(f"c/{name}/seed0/summary.json"))
+        assert v["metrics"]["test_accuracy"]["values"] == [sub["test_accuracy"]]
+    acc = {m: v["metrics"]["test_accuracy"]["mean"] for m, v in models.items()}
+    assert acc["bag"] > acc["mlp"] + 0.1  # words beat raw index values
     assert open("c/attention_lstm-attention.png", "rb").read(4) == b"\x89PNG"
     # each compared model trains exactly as a lone `imdb` run with the same seed and settings
     assert main(["run", "imdb", "--quick", "--out", "alone", "--set", "model=lstm-attention", *SMALL]) == 0
     alone = json.load(open("alone/summary.json"))
-    assert alone["test_loss"] == json.load(open("c/lstm-attention/summary.json"))["test_loss"]
+    assert alone["test_loss"] == json.load(open("c/lstm-attention/seed0/summary.json"))["test_loss"]
     capsys.readouterr()
     assert main(["predict", "c", "superb and moving"]) == 0
-    assert f"[{summary['best_model']}, lowest validation loss" in capsys.readouterr().out
-    assert main(["predict", "c/lstm-attention", "superb and moving"]) == 0
-    assert torch.load("c/lstm-attention/checkpoint.pt", weights_only=True)["config"]["model"] == "lstm-attention"
+    assert f"[{summary['best_model']}, lowest mean validation loss" in capsys.readouterr().out
+    assert main(["predict", "c/lstm-attention/seed0", "superb and moving"]) == 0
+    assert torch.load("c/lstm-attention/seed0/checkpoint.pt", weights_only=True)["config"]["model"] == "lstm-attention"
 
 
 def test_reproduce_quick_runs_on_synthetic_reviews_and_says_so():
     assert main(["reproduce", "--quick", "--only", "imdb", "--out", "rq"]) == 0
     html = open("rq/report.html").read()
     assert "SYNTHETIC reviews generated from word lists, not IMDB" in html and "attention.png" in html
-    assert json.load(open("rq/imdb/config.json"))["config"]["corpus"] == "synthetic"
+    assert json.load(open("rq/imdb/default/seed0/config.json"))["config"]["corpus"] == "synthetic"

@@ -15,7 +15,9 @@ ALLOWED = {
     "rnn": set(),
     "train": {"run"},
     "gan": {"rnn", "data", "train", "run"},
-    "experiments": {"autograd", "rnn", "gan", "data", "train", "run", "experiments", "runner"},  # runner: sweeps
+    # experiments declare multi-run plans as data (experiments.Plan); they never import the sweep engine or runner
+    "experiments": {"autograd", "rnn", "gan", "data", "train", "run", "experiments"},
+    "sweep": {"experiments", "train", "run", "data"},  # data: the safe tar extraction of runs sent back by Ray
 }
 # third-party imports a package must never make
 FORBIDDEN = {"autograd": {"torch"}, "run": {"torch"}}
@@ -29,6 +31,13 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
     return names
+
+
+def test_experiments_never_import_the_runner_or_the_sweep_engine():
+    """Issue 12's rule, checked on every module: the runner and the engine sit above the experiments."""
+    for path in (SRC / "experiments").rglob("*.py"):
+        bad = {n for n in imports_of(path) if n.split(".")[:2] in (["scratchlab", "runner"], ["scratchlab", "sweep"])}
+        assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}"
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))

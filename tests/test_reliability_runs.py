@@ -253,11 +253,12 @@ def test_resume_of_a_missing_directory_creates_nothing(rel_registered, capsys):
 def test_reproduce_only_merges_into_the_report(rel_registered):
     experiments.experiment("rel2", RelConfig, help="second toy", quick={"steps": 5})(rel)
     try:
-        assert main(["reproduce", "--quick", "--only", "rel", "rel2", "--out", "rep"]) == 0
-        assert main(["reproduce", "--quick", "--only", "rel2", "--out", "rep"]) == 0  # again: replaces rel2 only
+        serial = ["--executor", "serial"]  # these toys are registered in this process only
+        assert main(["reproduce", "--quick", "--only", "rel", "rel2", "--out", "rep", *serial]) == 0
+        assert main(["reproduce", "--quick", "--only", "rel2", "--out", "rep", *serial]) == 0  # replaces rel2 only
         html = open("rep/report.html").read()
         assert 'id="rel"' in html and 'id="rel2"' in html and "2 ran" in html
-        assert [r["step"] for r in records("rep/rel2") if r["split"] == "train"] == list(range(5))
+        assert [r["step"] for r in records("rep/rel2/default/seed0") if r["split"] == "train"] == list(range(5))
     finally:
         del experiments.EXPERIMENTS["rel2"]
 

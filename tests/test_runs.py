@@ -118,10 +118,12 @@ def test_cli_errors_are_clear(toy_registered, capsys):
 
 
 def test_reproduce_writes_report(toy_registered, monkeypatch):
-    assert main(["reproduce", "--quick", "--only", "toy", "--out", "rep"]) == 0
+    assert main(["reproduce", "--quick", "--only", "toy", "--out", "rep", "--executor", "serial"]) == 0
     html = open("rep/report.html").read()
     assert "toy regression" in html and "weight" in html
-    assert json.load(open("rep/toy/config.json"))["config"]["steps"] == 10  # --quick applied
+    assert json.load(open("rep/toy/default/seed1/config.json"))["config"]["steps"] == 10  # --quick applied
+    summary = json.load(open("rep/toy/summary.json"))
+    assert summary["seeds"] == 2 and summary["variants"][0]["n"] == 2  # --quick: 2 seeds
 
 
 def test_list_shows_registry(toy_registered, capsys):

@@ -48,20 +48,26 @@ def test_palindrome_bad_min_length_is_named(capsys):
 
 
 def test_palindrome_sweep_quick_runs_each_setting_in_its_own_directory():
-    run, s = run_quick("palindrome-sweep", "models=(rnn,gru)", files=("config.json", "metrics.jsonl", "summary.json"))
-    assert s["runs"] == 4 and s["workers"] == 2
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert sorted((r["model"], r["length"]) for r in records) == [("gru", 5), ("gru", 8), ("rnn", 5), ("rnn", 8)]
-    for m in ("rnn", "gru"):
-        for t in (5, 8):
-            sub = json.loads((run / f"{m}-T{t}-seed0" / "summary.json").read_text())
-            assert sub["model"] == m and sub["length"] == t
-            assert s[f"{m}_T{t}"] == pytest.approx(sub["test_accuracy"])  # one seed: the mean is the run
-            cfg = json.loads((run / f"{m}-T{t}-seed0" / "config.json").read_text())["config"]
-            assert cfg["optimizer"] == "adam" and cfg["min_length"] == 2  # the recipe reached every run
-            assert cfg["gate_bias"] == (1.0 if m == "gru" else None)  # a plain RNN has no gate to open
-            assert (run / f"{m}-T{t}-seed0" / "checkpoint.pt").exists()
+    run, s = run_quick("palindrome-sweep", "models=(rnn,gru)", "seeds=2",
+                       files=("config.json", "metrics.jsonl", "summary.json"))
+    assert s["runs"] == 8 and s["failed"] == 0 and s["seeds"] == 2
+    assert [v["name"] for v in s["variants"]] == ["rnn-T8", "gru-T8", "rnn-T5", "gru-T5"]  # longest first
+    for v in s["variants"]:
+        m, t = v["name"].split("-T")
+        values = []
+        for seed in (0, 1):
+            sub = json.loads((run / v["name"] / f"seed{seed}" / "summary.json").read_text())
+            assert sub["model"] == m and sub["length"] == int(t)
+            values.append(sub["test_accuracy"])
+            cfg = json.loads((run / v["name"] / f"seed{seed}" / "config.json").read_text())
+            assert cfg["seed"] == seed and cfg["config"]["optimizer"] == "adam"  # the recipe reached every run
+            assert cfg["config"]["min_length"] == 2
+            assert cfg["config"]["gate_bias"] == (1.0 if m == "gru" else None)  # a plain RNN has no gate to open
+            assert (run / v["name"] / f"seed{seed}" / "checkpoint.pt").exists()
+        acc = v["metrics"]["test_accuracy"]
+        assert v["n"] == 2 and acc["values"] == values and acc["mean"] == pytest.approx(sum(values) / 2)
     assert (run / "table.md").read_text().count("|") > 10
+    assert (run / "accuracy_vs_length.png").exists() and (run / "errorbars.png").exists()
 
 
 def test_binary_addition_hand_set_adder_is_exact_on_every_8_bit_pair():

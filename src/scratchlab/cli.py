@@ -3,6 +3,8 @@
     scratchlab list
     scratchlab run NAME [--set key=value ...] [--quick] [--seed N] [--device auto|cpu|cuda] [--out DIR]
                         [--resume | --overwrite]
+    scratchlab sweep NAME [--grid key=v1,v2 ...] [--seeds N] [--set key=value ...] [--executor serial|local|ray]
+                          [--workers N] [--quick] [--resume | --overwrite] [--out DIR]
     scratchlab reproduce [--quick] [--out DIR] [--only NAME ...]
     scratchlab sample RUN_DIR --n N --out FILE.npz
     scratchlab predict RUN_DIR "text" | - | --file FILE
@@ -42,12 +44,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     run, summary = run_experiment(args.name, args.set, quick=args.quick, seed=args.seed, device=args.device,
                                   out=args.out, resume=args.resume, overwrite=args.overwrite,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, executor=args.executor, workers=args.workers)
+    _print_summary(summary)
+    print(f"run directory: {run.path}")
+    return 1 if summary.get("failed") else 0
+
+
+def _print_summary(summary: dict) -> None:
+    """The final numbers; a sweep's as its table (variant, n, mean +- std of each headline metric)."""
+    if "variants" in (summary or {}):
+        from scratchlab.sweep import stats
+
+        for v in summary["variants"]:
+            cells = ", ".join(f"{k} {stats.fmt(m)}" for k, m in list(v["metrics"].items())[:4])
+            failed = f", {v['failed']} FAILED" if v["failed"] else ""
+            print(f"  {v['name']}: n = {v['n']}{failed}; {cells}")
+        summary = {k: v for k, v in summary.items() if k != "variants"}
     width = max((len(k) for k in summary), default=0)
     for key, value in summary.items():
         text = f"{value:.6g}" if isinstance(value, float) else str(value)
         print(f"  {key:<{width}}  {text if len(text) < 200 else text[:200] + ' ...'}")
-    print(f"run directory: {run.path}")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from scratchlab.runner import sweep
+
+    run, summary = sweep(args.name, args.grid, args.seeds, args.set, quick=args.quick, seed=args.seed,
+                         device=args.device, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                         executor=args.executor, workers=args.workers, ray_address=args.ray_address)
+    _print_summary(summary)
+    print(f"sweep directory: {run.path} (table.md, summary.json, errorbars.png)")
+    if summary["failed"]:
+        print(f"scratchlab sweep: {summary['failed']} of {summary['runs']} runs failed; their errors are in "
+              f"summary.json and each run's error.txt; --resume retries them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -56,7 +86,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     out = args.out or ("runs/reproduce-quick" if args.quick else "runs/reproduce")
     path, ok = reproduce(out, quick=args.quick, seed=args.seed, device=args.device, only=args.only,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, executor=args.executor, workers=args.workers)
     print(f"report: {path}")
     return 0 if ok else 1
 
@@ -101,7 +131,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _read_text(args: argparse.Namespace) -> str:
     """The text to classify: the argument, standard input for `-`, or `--file` (UTF-8)."""
     if (args.text is None) == (args.file is None):
-        raise ValueError('predict: give the text as one argument, "-" to read standard input, or --file FILE')
+        raise ValueError('give the text as one argument, "-" to read standard input, or --file FILE')
     if args.file is not None:
         try:
             return Path(args.file).read_text(encoding="utf-8")
@@ -160,20 +190,44 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CPU threads for torch and BLAS (default: torch's, one per core); on a machine shared "
                             "with other jobs, 1 avoids threads spinning against each other")
 
+    def executors(s: argparse.ArgumentParser, what: str) -> None:
+        s.add_argument("--executor", choices=["serial", "local", "ray"], default="local",
+                       help=f"{what}: serial (this process), local (a process pool; default) or ray")
+        s.add_argument("--workers", type=int, default=0,
+                       help="processes of the local pool or Ray tasks at once (default 0: one per core)")
+
+    def reuse(s: argparse.ArgumentParser, what: str) -> None:
+        again = s.add_mutually_exclusive_group()
+        again.add_argument("--resume", action="store_true", help=f"continue the {what} in --out")
+        again.add_argument("--overwrite", action="store_true", help=f"delete the {what} already in --out, then run")
+
     s = sub.add_parser("run", help="run one experiment into a run directory")
     s.add_argument("name", help="experiment name (see `scratchlab list`)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set model=gru --set train.lr=3e-4")
+                   help="override a config value, e.g. --set model=gru --set lr=3e-4")
     s.add_argument("--out", help="run directory (default runs/NAME/STAMP)")
-    again = s.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    again.add_argument("--overwrite", action="store_true", help="delete the run already in --out, then run")
+    reuse(s, "run (from its last.pt)")
+    executors(s, "where a multi-run experiment's runs go")
     common(s)
     s.set_defaults(fn=_cmd_run)
+
+    s = sub.add_parser("sweep", help="run an experiment over a grid of settings and several seeds; aggregate")
+    s.add_argument("name", help="experiment name (see `scratchlab list`)")
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a config field and its values; several --grid make every combination")
+    s.add_argument("--seeds", type=int, default=5, help="runs per setting, seeds --seed, --seed + 1, ... (default 5)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    s.add_argument("--out", help="sweep directory (default runs/NAME-sweep/STAMP)")
+    s.add_argument("--ray-address", help="with --executor ray: join this running cluster (default: start one here)")
+    reuse(s, "sweep (finished runs are kept, interrupted ones continue, failed ones rerun)")
+    executors(s, "where the runs go")
+    common(s)
+    s.set_defaults(fn=_cmd_sweep)
 
     s = sub.add_parser("reproduce", help="run every experiment and write report.html")
     s.add_argument("--out", help="output folder (default runs/reproduce[-quick])")
     s.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments")
+    executors(s, "where the runs go")
     common(s)
     s.set_defaults(fn=_cmd_reproduce)
 

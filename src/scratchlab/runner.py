@@ -1,7 +1,9 @@
-"""Running experiments: one (`run_experiment`) or all of them with a report (`reproduce`)."""
+"""Running experiments: one (`run_experiment`), a sweep of one over a grid and seeds (`sweep`), or all of them
+over seeds with a report (`reproduce`). The work is done by `scratchlab.sweep`; this module is what the CLI calls."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import traceback
@@ -14,84 +16,78 @@ from scratchlab import experiments
 from scratchlab.run import config as C
 from scratchlab.run import report
 from scratchlab.run.rundir import RunDir
-from scratchlab.train.device import resolve_device
-from scratchlab.train.loop import Context, seed_everything
+from scratchlab.sweep.engine import build_config, grid_plan, run_one, run_sweep
+from scratchlab.sweep.executors import KINDS
+
+run_experiment = run_one  # one run: see scratchlab.sweep.engine.run_one
+__all__ = ["build_config", "reproduce", "run_experiment", "sweep"]
 
 
-def build_config(name: str, overrides: list[str] | dict[str, Any] = (), quick: bool = False) -> Any:
-    """The experiment's defaults, then its `--quick` overrides, then the user's `--set` overrides."""
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """`--grid key=v1,v2` options -> {key: [v1, v2]}; commas inside brackets stay (hidden=(64,32),(128,))."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise C.ConfigError(f"--grid {item}: expected KEY=V1,V2,...")
+        key, text = (part.strip() for part in item.split("=", 1))
+        values, depth, cur = [], 0, ""
+        for ch in text:
+            depth += (ch in "([") - (ch in ")]")
+            if ch == "," and depth == 0:
+                values.append(cur.strip())
+                cur = ""
+            else:
+                cur += ch
+        values.append(cur.strip())
+        if key in grid or not key or not all(values):
+            raise C.ConfigError(f"--grid {item}: expected KEY=V1,V2,... with a new key and no empty value")
+        grid[key] = values
+    return grid
+
+
+def sweep(name: str, grid: list[str] | dict[str, list[Any]] = (), seeds: int = 1, sets: list[str] = (), *,
+          quick: bool = False, seed: int = 0, device: str = "auto", out: str | Path | None = None,
+          resume: bool = False, overwrite: bool = False, executor: str = "local", workers: int = 0,
+          ray_address: str | None = None, argv: list[str] | None = None) -> tuple[RunDir, dict[str, Any]]:
+    """`scratchlab sweep`: `name` at every grid point, each over `seeds` seeds, into OUT/<variant>/seed<k>/;
+    OUT/summary.json aggregates them. OUT/sweep.json records the sweep itself: --resume must name the same one
+    (its number of seeds may grow)."""
+    if executor not in KINDS:
+        raise ValueError(f"--executor: expected one of {list(KINDS)}, got {executor!r}")
     exp = experiments.get(name)
-    cfg = exp.config()
-    if quick:
-        cfg = C.apply_overrides(cfg, exp.quick)
-    return C.apply_overrides(cfg, list(overrides) if not isinstance(overrides, dict) else overrides)
-
-
-# What `--resume --set` may change: the budget, so a finished run can be extended. Anything else would make the
-# resumed run a different experiment from the one its metrics and checkpoints come from.
-EXTENDABLE = ("steps", "epochs")
-SEED_RANGE = range(0, 2**63)  # what torch.manual_seed takes
-
-
-def _resumed_config(exp: experiments.Experiment, run: RunDir, overrides: list[str] | dict[str, Any]) -> tuple:
-    """The saved config with `overrides` applied, refusing any change but the budget's; and the saved run."""
-    saved = run.read_json("config.json")
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-        raise ValueError(f"{run.path}/config.json: expected an object with a 'config' object, found {saved!r:.80}")
-    if saved.get("experiment") != exp.name:
-        raise ValueError(f"{run.path}/config.json: experiment is {saved.get('experiment')!r}, not {exp.name!r}")
-    before = C.from_dict(exp.config, saved["config"])
-    cfg = C.apply_overrides(before, overrides)
-    old, new = _flat(C.to_dict(before)), _flat(C.to_dict(cfg))
-    changed = [k for k in new if new[k] != old.get(k) and k.rsplit(".", 1)[-1] not in EXTENDABLE]
-    if changed:
-        what = ", ".join(f"{k}={new[k]!r} (was {old.get(k)!r})" for k in changed)
-        raise C.ConfigError(f"--resume: --set {what} would change how {run.path} was trained; only "
-                            f"{' and '.join(EXTENDABLE)} can change on --resume (start a new run for the rest)")
-    return cfg, saved
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
-
-
-def run_experiment(name: str, overrides: list[str] | dict[str, Any] = (), *, quick: bool = False, seed: int = 0,
-                   device: str = "auto", out: str | Path | None = None, resume: bool = False,
-                   overwrite: bool = False, progress: bool = True,
-                   argv: list[str] | None = None) -> tuple[RunDir, dict[str, Any]]:
-    """Run one experiment into a run directory; returns it and the summary written to summary.json.
-
-    `out` must be new or empty unless `resume` (continue the run there from its last.pt) or `overwrite` (delete
-    the run there first); the directory is locked while the run writes to it.
-    """
-    exp = experiments.get(name)
-    if seed not in SEED_RANGE:
-        raise ValueError(f"--seed: expected an integer in [0, 2**63), got {seed}")
-    if resume and out is None:
-        raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+    if exp.plan is not None:
+        raise ValueError(f"{name} is itself a multi-run experiment: run it with `scratchlab run {name} --set "
+                         "seeds=N`")
+    grid = parse_grid(list(grid)) if not isinstance(grid, dict) else grid
+    base = dict(C._split(o) for o in sets)
+    spec = {"experiment": name, "grid": {k: [str(v) for v in vs] for k, vs in grid.items()}, "seeds": seeds,
+            "set": {k: str(v) for k, v in base.items()}, "quick": quick, "seed": seed}
     if resume:
-        run = RunDir(out)
-        cfg, saved = _resumed_config(exp, run, overrides)  # checked before anything is written or locked
-        seed, quick = saved["seed"], saved["quick"]
+        if out is None:
+            raise ValueError("--resume needs --out SWEEP_DIR (the sweep to continue)")
+        saved = RunDir(out).read_json("sweep.json")
+        if {**saved, "seeds": seeds} != spec or seeds < saved.get("seeds", 0):
+            raise C.ConfigError(f"--resume: {out} holds the sweep {json.dumps(saved)}; a resume must ask for the "
+                                "same one (only --seeds can grow)")
+    plan = grid_plan(name, grid, seeds, base)
+    if seeds < 1:
+        raise ValueError(f"--seeds: expected at least 1, got {seeds}")
+    from scratchlab.sweep.engine import expand
+
+    expand(plan, Path("."), seed=seed, quick=quick, device=device)  # every config is valid before a folder exists
+    if resume:
         run = RunDir.claim(out, resume=True)
     else:
-        cfg = build_config(name, overrides, quick)  # a bad --set fails before a directory is made
-        run = RunDir.claim(out, overwrite=overwrite) if out is not None else RunDir.create(name)
+        run = RunDir.claim(out, overwrite=overwrite) if out is not None else RunDir.create(f"{name}-sweep")
         if out is None:
             run.lock()
     try:
-        dev = resolve_device(device)
-        run.write_json("config.json", {"experiment": name, "seed": seed, "device": str(dev), "quick": quick,
-                                       "config": C.to_dict(cfg)})
-        run.write_meta(argv, torch_threads=torch.get_num_threads())
-        seed_everything(seed)
-        ctx = Context(run=run, device=dev, seed=seed, quick=quick, resume=resume, progress=progress)
+        run.write_json("sweep.json", spec)
+        run.write_meta(argv, torch_threads=torch.get_num_threads(), executor=executor)
         t0 = time.perf_counter()
-        summary = exp.fn(cfg, ctx) or {}
-        summary = {**summary, "wall_seconds": round(time.perf_counter() - t0, 2)}
+        summary = run_sweep(plan, run, quick=quick, seed=seed, device=device, resume=resume, executor=executor,
+                            workers=workers, ray_address=ray_address)
+        summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
         run.write_json("summary.json", summary)
     finally:
         run.unlock()
@@ -99,8 +95,12 @@ def run_experiment(name: str, overrides: list[str] | dict[str, Any] = (), *, qui
 
 
 def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, device: str = "auto",
-              only: list[str] | None = None, progress: bool = True) -> tuple[Path, bool]:
-    """Run every registered experiment (or `only` these) into out/<name>/ and write out/report.html.
+              only: list[str] | None = None, progress: bool = True, executor: str = "local",
+              workers: int = 0) -> tuple[Path, bool]:
+    """Run every registered experiment (or `only` these) over seeds into out/<name>/ and write out/report.html.
+
+    Each experiment runs over its `seeds` seeds (Experiment.seeds; 2 with --quick): a single-run experiment as a
+    sweep of seeds (out/<name>/default/seed<k>/), a multi-run one with `seeds` set.
 
     Each experiment's folder is replaced by the new run; the report keeps the entries of experiments not re-run
     (`--only`), so reproducing one experiment updates its section and loses nothing else.
@@ -114,6 +114,7 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, device: st
     names = only or [n for n, e in exps.items() if e.in_reproduce]
     for name in names:
         exp = experiments.get(name)
+        n_seeds = 2 if quick else exp.seeds
         cfg = build_config(name, (), quick)
         reason = exp.available(cfg) if exp.available else None
         if reason:
@@ -123,8 +124,13 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, device: st
         print(f"[reproduce] {name} ...", file=sys.stderr)  # noqa: T201
         t0 = time.perf_counter()
         try:
-            run, summary = run_experiment(name, quick=quick, seed=seed, device=device, out=out / name,
-                                          overwrite=True, progress=progress, argv=sys.argv)
+            if exp.plan is not None:  # a multi-run experiment: its own variants, over n_seeds seeds each
+                run, summary = run_one(name, {"seeds": n_seeds}, quick=quick, seed=seed, device=device,
+                                       out=out / name, overwrite=True, progress=progress, argv=sys.argv,
+                                       executor=executor, workers=workers)
+            else:
+                run, summary = sweep(name, seeds=n_seeds, quick=quick, seed=seed, device=device, out=out / name,
+                                     overwrite=True, argv=sys.argv, executor=executor, workers=workers)
         except Exception as e:  # one broken experiment must not lose the others' results
             ok = False
             detail = f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
@@ -132,6 +138,13 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, device: st
             entries.append(report.Entry(name, exp.help, "failed", detail=detail))
             continue
         print(f"[reproduce] {name}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)  # noqa: T201
-        entries.append(report.Entry(name, exp.help, "ok", run_dir=run.path, summary=summary))
+        ok = ok and not summary.get("failed")
+        entries.append(report.Entry(name, exp.help, "failed" if summary.get("failed") else "ok", run_dir=run.path,
+                                    summary=summary, detail=_failures(summary)))
     path = report.write(out / "report.html", report.merge_entries(out, entries, quick=quick), quick=quick)
     return path, ok
+
+
+def _failures(summary: dict[str, Any]) -> str:
+    return "\n".join(f"{v['name']} seed {e['seed']}: {e['error']}" for v in summary.get("variants", [])
+                     for e in v.get("errors", []))

@@ -5,6 +5,12 @@ overrides `--quick` applies (seconds, not minutes), and optional hooks:
 `available(cfg) -> None | reason` (e.g. real data missing: `reproduce` skips with the reason),
 `sample(run_dir, n) -> dict of arrays` and `predict(run_dir, text) -> str` for the CLI commands.
 Modules are discovered automatically, so adding a family never edits this file or the CLI.
+
+A multi-run experiment (a comparison, a sweep over lengths or clip values) is data, not a loop: `@sweep_experiment`
+registers a function `plan(cfg) -> Plan` naming the experiment to run, its variants (name -> overrides) and the
+number of seeds; `scratchlab.sweep` runs the plan (every run an ordinary run directory, OUT/<variant>/seed<k>/) and
+aggregates it, and an optional `finish(cfg, result, run) -> dict` hook adds the experiment's own figures and
+numbers. Nothing here runs anything: experiments never import the sweep engine or the runner.
 """
 
 from __future__ import annotations
@@ -27,6 +33,22 @@ class Experiment:
     sample: Callable[..., dict[str, Any]] | None = None
     predict: Callable[..., str] | None = None
     in_reproduce: bool = True
+    seeds: int = 5  # how many seeds `reproduce` runs it over (at full budget; --quick: 2)
+    plan: Callable[[Any], Plan] | None = None  # a multi-run experiment: its runs, as data
+    finish: Callable[..., dict[str, Any]] | None = None  # after a plan's runs: figures and derived numbers
+
+
+@dataclass
+class Plan:
+    """The runs of a multi-run experiment: `experiment` with `base` overrides, then each variant's, each variant
+    over `seeds` seeds (the run's seed, seed + 1, ...). `metrics`: the summary fields its table and figure lead
+    with (default: every numeric field)."""
+
+    experiment: str
+    variants: dict[str, dict[str, Any]]
+    seeds: int = 1
+    base: dict[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ()
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
@@ -34,21 +56,37 @@ _loaded = False
 
 
 def experiment(name: str, config: type, *, help: str = "", quick: dict[str, Any] | None = None,
-               available: Callable[[Any], str | None] | None = None, in_reproduce: bool = True):
-    """Register `fn(cfg, ctx) -> summary` under `name`. `help` is the first line shown by `scratchlab list`."""
+               available: Callable[[Any], str | None] | None = None, in_reproduce: bool = True, seeds: int = 5):
+    """Register `fn(cfg, ctx) -> summary` under `name`. `help` is the first line shown by `scratchlab list`;
+    `seeds`: how many seeds `reproduce` runs it over."""
 
     def wrap(fn: Callable[[Any, Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str, Any]]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is registered twice")
         EXPERIMENTS[name] = Experiment(name, config, fn, help or (fn.__doc__ or "").strip().split("\n")[0],
-                                       quick or {}, available, in_reproduce=in_reproduce)
+                                       quick or {}, available, in_reproduce=in_reproduce, seeds=seeds)
         return fn
 
     return wrap
 
 
+def sweep_experiment(name: str, config: type, *, help: str, quick: dict[str, Any] | None = None,
+                     available: Callable[[Any], str | None] | None = None, seeds: int = 5):
+    """Register `plan(cfg) -> Plan` as the multi-run experiment `name`; its config should have a `seeds` field."""
+
+    def wrap(plan: Callable[[Any], Plan]) -> Callable[[Any], Plan]:
+        def not_direct(cfg: Any, ctx: Any) -> dict[str, Any]:
+            raise TypeError(f"{name} is a multi-run experiment: run it through scratchlab.sweep (or the CLI)")
+
+        experiment(name, config, help=help, quick=quick, available=available, seeds=seeds)(not_direct)
+        EXPERIMENTS[name].plan = plan
+        return plan
+
+    return wrap
+
+
 def hook(name: str, kind: str):
-    """Attach a `sample` or `predict` hook to an already registered experiment."""
+    """Attach a `sample`, `predict` or `finish` hook to an already registered experiment."""
 
     def wrap(fn):
         setattr(EXPERIMENTS[name], kind, fn)

@@ -44,14 +44,20 @@ def attention_figure(model: torch.nn.Module, vocab: Vocabulary, data: TextSet, p
     return plots.save(fig, path)
 
 
-def compare_figure(rows: list[list], path: Path, what: str) -> Path:
-    """Bar chart of test accuracy per model; rows are [model, params, best_val_loss, test_loss, test_accuracy]."""
+def compare_figure(variants: list[dict], path: Path, what: str) -> Path:
+    """Test accuracy per model: the mean over seeds as a bar, its 95% interval as the error bar (variants are a
+    sweep summary's)."""
     fig, ax = plots.plt.subplots(figsize=(6, 3.5))
-    names, acc = [r[0] for r in rows], [r[4] for r in rows]
-    ax.bar(names, acc, color="tab:blue")
+    names = [v["name"] for v in variants]
+    acc = [v["metrics"]["test_accuracy"] for v in variants]
+    err = [[0 if a["std"] is None else a["mean"] - a["ci95_low"] for a in acc],
+           [0 if a["std"] is None else a["ci95_high"] - a["mean"] for a in acc]]
+    ax.bar(names, [a["mean"] for a in acc], yerr=err, capsize=4, color="tab:blue")
     ax.axhline(0.5, color="gray", linestyle="--", label="chance")
     for k, a in enumerate(acc):
-        ax.text(k, a + 0.01, f"{a:.3f}", ha="center", fontsize=8)
-    ax.set(ylim=(0, 1.05), ylabel="test accuracy", title=f"test accuracy on {what}")
+        ax.text(k, min(1.0, a["mean"] + err[1][k]) + 0.01, f"{a['mean']:.3f}", ha="center", fontsize=8)
+    n = sorted({a["n"] for a in acc})
+    ax.set(ylim=(0, 1.08), ylabel="test accuracy",
+           title=f"test accuracy on {what} (mean, 95% interval; n = {', '.join(map(str, n))})")
     ax.legend(loc="lower right")
     return plots.save(fig, path)

@@ -163,7 +163,7 @@ def _tensors(data: registry.ImageSet, device) -> tuple[torch.Tensor, torch.Tenso
     return clf.as_float_images(data.images).to(device), torch.as_tensor(data.labels).to(device)
 
 
-@experiment("cyclegan-digits", CycleDigitsConfig, quick=QUICK, available=svhn_missing,
+@experiment("cyclegan-digits", CycleDigitsConfig, quick=QUICK, available=svhn_missing, seeds=3,
             help="CycleGAN MNIST <-> house-number digits ((K+1)-class D, cycle MSE); label preservation both ways")
 def cyclegan_digits(cfg: CycleDigitsConfig, ctx) -> dict:
     data = load_domains(cfg)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from scratchlab.data import registry
-from scratchlab.experiments import experiment, hook
+from scratchlab.experiments import Plan, experiment, hook, sweep_experiment
 from scratchlab.gan import classifier as clf
 from scratchlab.gan import metrics as M
 from scratchlab.gan.nets import Discriminator, Generator, NetConfig
@@ -104,12 +104,6 @@ def net_config(cfg: GANConfig, data: torch.Tensor, n_classes: int) -> NetConfig:
     return NetConfig(latent=cfg.latent, channels=data.shape[1], image_size=data.shape[-1],
                      n_classes=n_classes if cfg.conditional else 0, projection=cfg.projection,
                      spectral_norm=cfg.spectral_norm)
-
-
-def write_run_config(run: RunDir, cfg: GANConfig, ctx: Context) -> None:
-    """config.json for a variant's own directory, as the runner writes it, so `sample` can rebuild it."""
-    run.write_json("config.json", {"experiment": "gan", "seed": ctx.seed, "device": str(ctx.device),
-                                   "quick": ctx.quick, "config": C.to_dict(cfg)})
 
 
 def fixed_grid_inputs(G: Generator, n: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -271,36 +265,32 @@ for _name in ("cgan", "gan-interpolate"):
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
-def run_variants(base: GANConfig, variants: dict[str, dict[str, Any]], ctx: Context, title: str) -> dict[str, Any]:
-    """Train every variant (base config + overrides) into ctx.run/<variant>/ from the same seed; one table and
-    the comparison figures (label histograms, final samples, KL curves) in ctx.run."""
-    from scratchlab.train.loop import seed_everything
-
-    judge = make_judge(base, ctx)
-    results: dict[str, dict[str, Any]] = {}
-    for name, overrides in variants.items():
-        cfg = C.apply_overrides(base, overrides)
-        sub = RunDir(ctx.run / name, create=True)
-        if ctx.resume and (sub / "summary.json").exists():
-            results[name] = sub.read_json("summary.json")  # finished before the interruption
-            continue
-        write_run_config(sub, cfg, ctx)
-        seed_everything(ctx.seed)
-        results[name] = train_gan(cfg, dataclasses.replace(ctx, run=sub), judge, name)
-        sub.write_json("summary.json", results[name])
-    comparison_figures(results, ctx.run, title)
-    summary: dict[str, Any] = {"frechet_floor_train_vs_test": judge.floor,
-                               "classifier_test_accuracy": judge.info.get("test_accuracy")}
-    for name, r in results.items():
-        for key in ("frechet", "kl_uniform", "classes_covered", "label_accuracy", "g_updates", "d_updates"):
-            if key in r:
-                summary[f"{name}.{key}"] = r[key]
-    return summary
+# gan-compare, wgan-clip-sweep and gan-d-g-ratio are plans of `gan` runs (scratchlab.sweep runs and aggregates
+# them): every variant over `seeds` seeds, each run a `gan` run directory <run>/<variant>/seed<k>/.
+SWEEP_METRICS = ("frechet", "kl_uniform", "classes_covered", "label_accuracy")
 
 
-def comparison_figures(results: dict[str, dict[str, Any]], run: RunDir, title: str) -> None:
+def base_overrides(base: GANConfig) -> dict[str, Any]:
+    """The fields of a sweep's `base` that differ from the `gan` defaults: what every variant's run overrides."""
+    default = C.to_dict(GANConfig())
+    return {k: v for k, v in C.to_dict(base).items() if v != default[k]}
+
+
+def gan_plan(base: GANConfig, variants: dict[str, dict[str, Any]], seeds: int) -> Plan:
+    return Plan("gan", variants, seeds=seeds, base=base_overrides(base), metrics=SWEEP_METRICS)
+
+
+def first_run(run: RunDir, variant: str) -> Path:
+    """A variant's first seed's run directory (what the figures and `sample` show of it)."""
+    return run.path / variant / f"seed{run.read_json('config.json')['seed']}"
+
+
+def comparison_figures(summary: dict[str, Any], run: RunDir, title: str) -> dict[str, Any]:
+    """The `finish` of every GAN sweep: label histograms, final samples and KL curves of each variant's first
+    seed (the table and errorbars.png have every seed)."""
     plt = plots.plt
-    names = list(results)
+    names = [v["name"] for v in summary["variants"] if v["n"]]
+    results = {n: RunDir(first_run(run, n)).read_json("summary.json") for n in names}
     fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names, strict=True):
         r = results[name]
@@ -308,82 +298,90 @@ def comparison_figures(results: dict[str, dict[str, Any]], run: RunDir, title: s
         ax.axhline(1 / len(r["histogram"]), color="k", lw=0.8, ls="--")  # the uniform share
         ax.set(title=f"{name}\nKL {r['kl_uniform']:.3f}", xlabel="predicted class", xticks=range(10))
     axes[0][0].set_ylabel("fraction of samples")
-    fig.suptitle(f"{title}: predicted labels of generated samples")
+    fig.suptitle(f"{title}: predicted labels of generated samples (first seed)")
     plots.save(fig, run / "label_histograms.png")
-    grids = [M.to_uint8(M.generate(load_generator(run / n), 10, generator=torch.Generator().manual_seed(3),
+    grids = [M.to_uint8(M.generate(load_generator(first_run(run, n)), 10, generator=torch.Generator().manual_seed(3),
                                    labels=torch.arange(10) if "label_accuracy" in results[n] else None))
              for n in names]
     plots.image_grid(np.concatenate(grids), run / "final_samples.png", nrow=10, row_labels=names,
-                     title=f"{title}: final samples")
+                     title=f"{title}: final samples (first seed)")
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in names:
-        recs = RunDir(run / name).metrics("eval")
+        recs = RunDir(first_run(run, name)).metrics("eval")
         ax.plot([r["step"] for r in recs], [r["kl_uniform"] for r in recs], marker="o", label=name)
-    ax.set(title=f"{title}: KL(labels || uniform) during training", xlabel="step", ylabel="nats")
+    ax.set(title=f"{title}: KL(labels || uniform) during training (first seed)", xlabel="step", ylabel="nats")
     ax.grid(alpha=0.3)
     ax.legend()
     plots.save(fig, run / "kl_curves.png")
+    return {}
 
 
 def sample_variant(run_dir: Path, n: int) -> dict[str, np.ndarray]:
-    """Sweeps: sample from the variant named by the config's `sample_from` (each variant is also a `gan` run)."""
-    cfg = RunDir(run_dir).read_json("config.json")["config"]
-    return sample(Path(run_dir) / str(cfg["sample_from"]), n)
+    """Sweeps: sample from the first seed of the variant named by the config's `sample_from`."""
+    run = RunDir(run_dir)
+    return sample(first_run(run, str(run.read_json("config.json")["config"]["sample_from"])), n)
 
 
 def _base(**kw: Any):
     return dataclasses.field(default_factory=lambda: GANConfig(**kw))
 
 
-SWEEP_QUICK = {f"base.{k}": v for k, v in QUICK.items()}
+SWEEP_QUICK = {**{f"base.{k}": v for k, v in QUICK.items()}, "seeds": 2}
 
 
 @dataclass
 class CompareConfig:
     base: GANConfig = _base(steps=1500)
-    unroll: int = 3  # k of the unrolled variant
+    unroll: PositiveInt = 3  # k of the unrolled variant
     variants: tuple[str, ...] = ("vanilla", "lsgan", "wgan", "mse", "unrolled", "cgan")
     sample_from: str = "vanilla"
+    seeds: PositiveInt = 5  # each variant over seeds seed, seed + 1, ...
 
 
-@experiment("gan-compare", CompareConfig, help="vanilla, LSGAN, WGAN, MSE, unrolled and conditional GANs on the "
-            "same budget: Frechet distance, label KL, classes covered, cGAN label accuracy", quick=SWEEP_QUICK)
-def gan_compare(cfg: CompareConfig, ctx: Context) -> dict[str, Any]:
-    table = {"vanilla": {}, "lsgan": {"loss": "lsgan"}, "wgan": {"loss": "wgan"}, "mse": {"loss": "mse"},
-             "unrolled": {"unroll": cfg.unroll}, "cgan": {"conditional": True}}
-    unknown = set(cfg.variants) - set(table)
+COMPARED = {"vanilla": {}, "lsgan": {"loss": "lsgan"}, "wgan": {"loss": "wgan"}, "mse": {"loss": "mse"},
+            "unrolled": {"unroll": None}, "cgan": {"conditional": True}}  # None: the config's `unroll`
+
+
+@sweep_experiment("gan-compare", CompareConfig, help="vanilla, LSGAN, WGAN, MSE, unrolled and conditional GANs on "
+                  "the same budget over seeds: Frechet distance, label KL, classes covered, cGAN label accuracy",
+                  quick=SWEEP_QUICK)
+def gan_compare(cfg: CompareConfig) -> Plan:
+    unknown = set(cfg.variants) - set(COMPARED)
     if unknown:
-        raise ValueError(f"gan-compare: unknown variants {sorted(unknown)}; known: {list(table)}")
-    summary = run_variants(cfg.base, {v: table[v] for v in cfg.variants}, ctx, "gan-compare")
-    return {"budget": f"{cfg.base.steps} rounds of batch {cfg.base.batch_size} per variant", **summary}
+        raise ValueError(f"gan-compare: unknown variants {sorted(unknown)}; known: {list(COMPARED)}")
+    variants = {v: {k: cfg.unroll if x is None else x for k, x in COMPARED[v].items()} for v in cfg.variants}
+    return gan_plan(cfg.base, variants, cfg.seeds)
 
 
 @dataclass
 class ClipSweepConfig:
     base: GANConfig = _base(loss="wgan", steps=1000)
-    clips: tuple[float, ...] = (0.1, 0.01, 0.001, 0.0001)
+    clips: tuple[PositiveFloat, ...] = (0.1, 0.01, 0.001, 0.0001)
     sample_from: str = "c0.01"
+    seeds: PositiveInt = 5
 
 
-@experiment("wgan-clip-sweep", ClipSweepConfig, help="WGAN weight clipping c in 0.1, 0.01, 0.001, 0.0001",
-            quick=SWEEP_QUICK)
-def wgan_clip_sweep(cfg: ClipSweepConfig, ctx: Context) -> dict[str, Any]:
-    return run_variants(cfg.base, {f"c{c:g}": {"clip": c} for c in cfg.clips}, ctx, "wgan-clip-sweep")
+@sweep_experiment("wgan-clip-sweep", ClipSweepConfig, help="WGAN weight clipping c in 0.1, 0.01, 0.001, 0.0001 "
+                  "over seeds", quick=SWEEP_QUICK)
+def wgan_clip_sweep(cfg: ClipSweepConfig) -> Plan:
+    return gan_plan(cfg.base, {f"c{c:g}": {"clip": c} for c in cfg.clips}, cfg.seeds)
 
 
 @dataclass
 class RatioConfig:
     base: GANConfig = _base(steps=2000)
     sample_from: str = "5to2"
+    seeds: PositiveInt = 5
 
 
-@experiment("gan-d-g-ratio", RatioConfig, help="discriminator:generator updates 1:1 against 5:2, the same "
-            "number of generator updates", quick=SWEEP_QUICK)
-def gan_d_g_ratio(cfg: RatioConfig, ctx: Context) -> dict[str, Any]:
+@sweep_experiment("gan-d-g-ratio", RatioConfig, help="discriminator:generator updates 1:1 against 5:2, the same "
+                  "number of generator updates, over seeds", quick=SWEEP_QUICK)
+def gan_d_g_ratio(cfg: RatioConfig) -> Plan:
     variants = {"1to1": {"d_steps": 1, "g_steps": 1},
                 "5to2": {"d_steps": 5, "g_steps": 2, "steps": max(1, cfg.base.steps // 2)}}
-    return run_variants(cfg.base, variants, ctx, "gan-d-g-ratio")
+    return gan_plan(cfg.base, variants, cfg.seeds)
 
 
 for _name in ("gan-compare", "wgan-clip-sweep", "gan-d-g-ratio"):
     hook(_name, "sample")(sample_variant)
+    hook(_name, "finish")(lambda cfg, summary, run, _n=_name: comparison_figures(summary, run, _n))

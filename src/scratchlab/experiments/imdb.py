@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from scratchlab.data import imdb, synthreviews
 from scratchlab.data.text import PAD, UNK, TextSettings, Vocabulary, tokenize
-from scratchlab.experiments import experiment, hook
+from scratchlab.experiments import Plan, experiment, hook, sweep_experiment
 from scratchlab.experiments._imdb_figures import attention_figure, compare_figure
 from scratchlab.rnn.classifiers import MODELS, build_classifier
 from scratchlab.run import config as C
@@ -43,7 +43,7 @@ from scratchlab.run.config import (
 )
 from scratchlab.run.rundir import RunDir
 from scratchlab.train import checkpoint
-from scratchlab.train.loop import Context, fit, seed_everything
+from scratchlab.train.loop import Context, fit
 
 SYNTHETIC_NOTE = "SYNTHETIC reviews generated from word lists, not IMDB: these numbers say nothing about IMDB"
 NO_KNOWN_WORDS = "none (no word of the text is in the vocabulary)"
@@ -83,6 +83,7 @@ class ImdbConfig(TextRunConfig):
 @dataclass
 class CompareConfig(TextRunConfig):
     models: tuple[str, ...] = MODELS
+    seeds: PositiveInt = 5  # each model over seeds seed, seed + 1, ...
 
 
 # --quick: synthetic reviews (about 25 words each, so length 48 loses nothing), small model, 60 steps.
@@ -195,34 +196,35 @@ def run_imdb(cfg: ImdbConfig, ctx: Context) -> dict:
     return train_model(cfg, ctx, load_data(cfg, ctx.seed))
 
 
-@experiment("imdb-compare", CompareConfig, help="IMDB sentiment: LSTM, LSTM+attention, GRU, MLP and bag of "
-            "embeddings on the same data, one table", quick=QUICK, available=missing_data)
-def run_compare(cfg: CompareConfig, ctx: Context) -> dict:
+@sweep_experiment("imdb-compare", CompareConfig, help="IMDB sentiment: LSTM, LSTM+attention, GRU, MLP and bag of "
+                  "embeddings on the same data over seeds, one table", quick={**QUICK, "seeds": 2},
+                  available=missing_data)
+def compare_plan(cfg: CompareConfig) -> Plan:
+    """Each model is a variant of `imdb` with the shared settings; every run directory is a complete `imdb` run
+    (`scratchlab predict RUN/lstm-attention/seed0 ...`)."""
     unknown = [m for m in cfg.models if m not in MODELS]
     if unknown:
         raise ValueError(f"models: {unknown} unknown; expected a subset of {list(MODELS)}")
-    data = load_data(cfg, ctx.seed)
-    shared = {k: v for k, v in C.to_dict(cfg).items() if k != "models"}
-    rows, summary = [], {}
-    for name in cfg.models:
-        sub = replace(ctx, run=RunDir(ctx.run / name, create=True))
-        mcfg = ImdbConfig(**shared, model=name)
-        # each model's folder is a complete `imdb` run directory: `scratchlab predict RUN/lstm-attention ...`
-        sub.run.write_json("config.json", {"experiment": "imdb", "seed": ctx.seed, "device": str(ctx.device),
-                                           "quick": ctx.quick, "config": C.to_dict(mcfg)})
-        seed_everything(ctx.seed)  # each model starts from the seed, as a lone `imdb` run would: same numbers
-        s = train_model(mcfg, sub, data)
-        sub.run.write_json("summary.json", s)
-        if (sub.run / "attention.png").exists():  # the report shows the top folder's figures
-            shutil.copyfile(sub.run / "attention.png", ctx.run / f"attention_{name}.png")
-        summary.setdefault("data", s["data"])
-        summary[f"{name}_test_accuracy"] = s["test_accuracy"]
-        rows.append([name, s["params"], round(s["best_val_loss"], 4), round(s["test_loss"], 4),
-                     round(s["test_accuracy"], 4)])
-    best = min(rows, key=lambda r: r[2])[0]
-    compare_figure(rows, ctx.run / "test_accuracy.png", data_label(cfg))
-    return {**summary, "best_model": best, "table": [["model", "params", "best_val_loss", "test_loss",
-                                                      "test_accuracy"], *rows]}
+    default = C.to_dict(ImdbConfig())
+    shared = {k: v for k, v in C.to_dict(cfg).items() if k not in ("models", "seeds") and v != default[k]}
+    return Plan("imdb", {m: {"model": m} for m in cfg.models}, seeds=cfg.seeds, base=shared,
+                metrics=("test_accuracy", "test_loss", "best_val_loss", "params"))
+
+
+@hook("imdb-compare", "finish")
+def compare_finish(cfg: CompareConfig, summary: dict, run: RunDir) -> dict:
+    """The test-accuracy figure with intervals over seeds; the model of lowest mean validation loss; attention
+    figures of each attention model's first seed."""
+    ok = [v for v in summary["variants"] if v["n"]]
+    compare_figure(ok, run / "test_accuracy.png", data_label(cfg))
+    first = run.read_json("config.json")["seed"]
+    for v in ok:
+        fig = run / v["name"] / f"seed{first}" / "attention.png"
+        if fig.exists():  # the report shows the top folder's figures
+            shutil.copyfile(fig, run / f"attention_{v['name']}.png")
+    data = RunDir(run / ok[0]["name"] / f"seed{first}").read_json("summary.json")["data"] if ok else ""
+    best = min(ok, key=lambda v: v["metrics"]["best_val_loss"]["mean"])["name"] if ok else None
+    return {"data": data, "best_model": best}
 
 
 @torch.no_grad()
@@ -299,5 +301,7 @@ def predict(run_dir: Path, text: str) -> str:
 @hook("imdb-compare", "predict")
 def predict_compare(run_dir: Path, text: str) -> str:
     """An `imdb-compare` run answers with its model of lowest validation loss."""
-    best = RunDir(run_dir).read_json("summary.json")["best_model"]
-    return f"[{best}, lowest validation loss of the compared models]\n" + predict_text(Path(run_dir) / best, text)
+    run = RunDir(run_dir)
+    best, first = run.read_json("summary.json")["best_model"], run.read_json("config.json")["seed"]
+    return (f"[{best}, lowest mean validation loss of the compared models; its seed {first}]\n"
+            + predict_text(run.path / best / f"seed{first}", text))

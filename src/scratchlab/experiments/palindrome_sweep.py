@@ -1,56 +1,41 @@
-"""Accuracy against palindrome length T for rnn, lstm and gru over several seeds.
+"""Accuracy against palindrome length T for rnn, lstm and gru over several seeds: a plan of `palindrome` runs.
 
-Every (model, T, seed) is an ordinary `palindrome` run in its own directory under the sweep's
-(`<model>-T<T>-seed<s>/`, with its config, metrics, curves and summary), run by the same runner as
-`scratchlab run palindrome`. Runs go to a process pool (spawned workers, one torch thread each), longest first.
-The sweep trains with the palindrome recipe (`palindrome.RECIPE`) unless `recipe=false`, which gives the
-course's defaults. Summary: the mean test accuracy per (model, T), the spread over seeds in `table`, and per
-model the largest T up to which the mean stays >= `threshold` at every swept length. The sweep's own directory
-holds config.json, metrics.jsonl (one record per run, split "run"), summary.json, table.md and the figure; the
-models and their checkpoints are in the runs' directories.
+Every (model, T) is a variant `<model>-T<T>`, every seed an ordinary `palindrome` run directory under the sweep's
+(`<model>-T<T>/seed<s>/`, with its config, metrics, curves and summary), run and aggregated by scratchlab.sweep.
+The sweep trains with the palindrome recipe (`palindrome.RECIPE`) unless `recipe=false`, which gives the course's
+defaults. Summary: the sweep's `variants` (every numeric field over seeds: mean, std, 95% interval), and per model
+the largest T up to which the mean stays >= `threshold` at every swept length (`largest_T_<model>`), and the
+accuracy-against-length figure with the interval over seeds.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
-import numpy as np
-
-from scratchlab.experiments import experiment
-from scratchlab.experiments.palindrome import recipe
+from scratchlab.experiments import Plan, hook, sweep_experiment
+from scratchlab.experiments.palindrome import Length, recipe
 from scratchlab.run import plots
+from scratchlab.run.config import PositiveInt, Probability
 
 
 @dataclass
 class SweepConfig:
     models: tuple[str, ...] = ("rnn", "lstm", "gru")
-    lengths: tuple[int, ...] = (5, 10, 15, 20, 30, 50)
-    seeds: int = 3  # seeds ctx.seed, ctx.seed + 1, ...
-    steps: int = 2000  # step budget of each run (they stop earlier once converged)
+    lengths: tuple[Length, ...] = (5, 10, 15, 20, 30, 50)
+    seeds: PositiveInt = 5  # seeds seed, seed + 1, ...
+    steps: PositiveInt = 2000  # step budget of each run (they stop earlier once converged)
     recipe: bool = True  # False: the course's defaults (RMSprop, lr 1e-3, torch's gate init)
     overrides: tuple[str, ...] = ()  # extra `key=value` overrides for every palindrome run, e.g. hidden=64
-    workers: int = 0  # processes; 0 = os.cpu_count()
-    threshold: float = 0.99
+    threshold: Probability = 0.99
 
 
-def _init_worker() -> None:
-    import torch
+def overrides(cfg: SweepConfig, model: str) -> dict[str, object]:
+    base = dict(recipe(model)) if cfg.recipe else {}
+    return {**base, "steps": cfg.steps, **dict(o.split("=", 1) for o in cfg.overrides)}
 
-    torch.set_num_threads(1)  # one process per core: threads inside each would only fight
 
-
-def _sub_run(job: tuple) -> tuple[str, int, int, dict]:
-    """One palindrome run (in a worker process): returns (model, T, seed, summary)."""
-    from scratchlab.runner import run_experiment
-
-    model, length, seed, overrides, quick, device, out = job
-    _, summary = run_experiment("palindrome", [*overrides, f"model={model}", f"length={length}"], quick=quick,
-                                seed=seed, device=device, out=out, overwrite=True, progress=False,
-                                argv=["palindrome-sweep"])
-    return model, length, seed, summary
+def variant(model: str, length: int) -> str:
+    return f"{model}-T{length}"
 
 
 def largest_length(lengths: list[int], means: list[float], threshold: float) -> int | None:
@@ -67,71 +52,46 @@ def largest_length(lengths: list[int], means: list[float], threshold: float) -> 
     return best
 
 
-def sweep(cfg: SweepConfig, ctx) -> dict:
-    """Run every (model, T, seed); plot and tabulate test accuracy against T."""
-    def overrides(model: str) -> list[str]:
-        base = [f"{k}={v}" for k, v in recipe(model).items()] if cfg.recipe else []
-        return [*base, f"steps={cfg.steps}", *cfg.overrides]
+@sweep_experiment("palindrome-sweep", SweepConfig,
+                  help="Palindromes: test accuracy vs length T for rnn/lstm/gru over seeds, runs in a process pool",
+                  quick={"lengths": (5, 8), "seeds": 2, "steps": 60})
+def plan(cfg: SweepConfig) -> Plan:
+    """Longest first, so the slowest runs start first in the pool."""
+    return Plan("palindrome", {variant(m, t): {"model": m, "length": t, **overrides(cfg, m)}
+                               for t in sorted(cfg.lengths, reverse=True) for m in cfg.models},
+                seeds=cfg.seeds, metrics=("test_accuracy", "steps", "converged"))
 
-    seeds = [ctx.seed + k for k in range(cfg.seeds)]
-    jobs = [(m, t, s, overrides(m), ctx.quick, str(ctx.device), str(ctx.run / f"{m}-T{t}-seed{s}"))
-            for t in sorted(cfg.lengths, reverse=True) for m in cfg.models for s in seeds]  # longest first
-    workers = min(len(jobs), cfg.workers or os.cpu_count() or 1)
-    if workers == 1:
-        results = [_sub_run(job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-            results = list(pool.map(_sub_run, jobs))
 
-    for i, (m, t, s, r) in enumerate(results):  # one record per run: the sweep's own metrics
-        ctx.run.log(i, "run", model=m, length=t, seed=s, test_accuracy=r["test_accuracy"], steps=r["steps"],
-                    converged=r["converged"], wall_seconds=r["wall_seconds"])
-    acc = {(m, t, s): r["test_accuracy"] for m, t, s, r in results}
-    steps = {(m, t, s): r["steps"] for m, t, s, r in results}
+@hook("palindrome-sweep", "finish")
+def finish(cfg: SweepConfig, summary: dict, run) -> dict:
+    by_name = {v["name"]: v for v in summary["variants"]}
     lengths = sorted(cfg.lengths)
-    table, summary = {}, {}
+    out = {}
     for m in cfg.models:
-        rows = {}
-        for t in lengths:
-            values = [acc[m, t, s] for s in seeds]
-            rows[str(t)] = {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values)),
-                            "steps_mean": float(np.mean([steps[m, t, s] for s in seeds]))}
-            summary[f"{m}_T{t}"] = rows[str(t)]["mean"]
-        table[m] = rows
-        summary[f"largest_T_{m}"] = largest_length(lengths, [rows[str(t)]["mean"] for t in lengths], cfg.threshold)
-    _plot(table, lengths, ctx.run / "accuracy_vs_length.png", cfg)
-    (ctx.run / "table.md").write_text(_markdown(table, lengths, cfg))
-    return {**summary, "runs": len(jobs), "workers": workers, "total_steps": int(sum(steps.values())),
-            "settings": ("recipe: " if cfg.recipe else "course defaults: ") + ", ".join(overrides("lstm")),
-            "table": table}
+        means = [by_name[variant(m, t)]["metrics"].get("test_accuracy", {}).get("mean", 0.0) for t in lengths]
+        out[f"largest_T_{m}"] = largest_length(lengths, means, cfg.threshold)
+    _plot(by_name, cfg, lengths, run / "accuracy_vs_length.png")
+    settings = overrides(cfg, "lstm")
+    out["settings"] = ("recipe: " if cfg.recipe else "course defaults: ") + ", ".join(
+        f"{k}={v}" for k, v in settings.items())
+    return out
 
 
-def _plot(table: dict, lengths: list[int], path, cfg: SweepConfig) -> None:
+def _plot(by_name: dict, cfg: SweepConfig, lengths: list[int], path) -> None:
     fig, ax = plots.plt.subplots(figsize=(6, 4))
     styles = [("o", "-"), ("s", "--"), ("^", ":")]  # lines that coincide (all at 100%) stay visible
-    for k, (m, rows) in enumerate(table.items()):
-        mean = [rows[str(t)]["mean"] for t in lengths]
-        lo = [rows[str(t)]["min"] for t in lengths]
-        hi = [rows[str(t)]["max"] for t in lengths]
+    for k, m in enumerate(cfg.models):
+        stats = [by_name[variant(m, t)]["metrics"].get("test_accuracy") for t in lengths]
+        xs = [t for t, s in zip(lengths, stats, strict=True) if s]
+        mean = [s["mean"] for s in stats if s]
+        lo = [s["ci95_low"] if s["std"] is not None else s["mean"] for s in stats if s]
+        hi = [s["ci95_high"] if s["std"] is not None else s["mean"] for s in stats if s]
         marker, ls = styles[k % len(styles)]
-        line, = ax.plot(lengths, mean, marker=marker, ls=ls, markersize=8 - 2 * (k % 3),
-                        label=f"{m} (mean of {cfg.seeds})")
-        ax.fill_between(lengths, lo, hi, color=line.get_color(), alpha=0.2)
+        line, = ax.plot(xs, mean, marker=marker, ls=ls, markersize=8 - 2 * (k % 3), label=f"{m}")
+        ax.fill_between(xs, [max(0.0, v) for v in lo], [min(1.0, v) for v in hi], color=line.get_color(), alpha=0.2)
     ax.axhline(cfg.threshold, color="grey", ls="--", lw=0.8, label=f"{cfg.threshold:.0%}")
     ax.set(xlabel="palindrome length T", ylabel="test accuracy", ylim=(0, 1.02),
-           title="palindromes: accuracy vs length (band: min-max over seeds)")
+           title=f"palindromes: accuracy vs length (mean of {cfg.seeds} seeds; band: 95% interval)")
     ax.grid(alpha=0.3)
     ax.legend()
     plots.save(fig, path)
-
-
-def _markdown(table: dict, lengths: list[int], cfg: SweepConfig) -> str:
-    head = "| model | " + " | ".join(f"T={t}" for t in lengths) + " |\n|---|" + "---|" * len(lengths) + "\n"
-    rows = "".join(f"| {m} | " + " | ".join(f"{r[str(t)]['mean']:.4f} ({r[str(t)]['min']:.3f}-{r[str(t)]['max']:.3f})"
-                                           for t in lengths) + " |\n" for m, r in table.items())
-    return f"Mean test accuracy over {cfg.seeds} seeds (min-max in brackets).\n\n{head}{rows}"
-
-
-experiment("palindrome-sweep", SweepConfig,
-           help="Palindromes: test accuracy vs length T for rnn/lstm/gru over seeds, runs in a process pool",
-           quick={"lengths": (5, 8), "seeds": 1, "workers": 2, "steps": 60})(sweep)

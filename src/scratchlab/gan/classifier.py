@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -220,14 +221,24 @@ def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None
     """The classifier for `dataset` (a `scratchlab.data.registry` name), trained once and then read from the cache.
 
     Trained on the train split (its first `n_train` images when given), scored on the test split. The cache key
-    is dataset + arch + seed + epochs + n_train; the file is written atomically (temp file, then rename).
+    is dataset + arch + seed + epochs + n_train; the file is written atomically (temp file, then rename). Runs in
+    parallel (a sweep's workers) wait for each other on a lock file, so the classifier is trained once.
     """
+    import fcntl
+
+    recipe = {**RECIPES[arch], **({} if epochs is None else {"epochs": epochs})}
+    path = cache_path(dataset, arch, seed, recipe["epochs"], n_train)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _load_or_train(path, dataset, arch, recipe, seed=seed, n_train=n_train, device=device)
+
+
+def _load_or_train(path: Path, dataset: str, arch: Arch, recipe: dict[str, Any], *, seed: int, n_train: int | None,
+                   device: torch.device | None) -> tuple[Classifier, dict]:
     from scratchlab.data import registry
     from scratchlab.train import checkpoint
 
-    recipe = {**RECIPES[arch], **({} if epochs is None else {"epochs": epochs})}
-    epochs = recipe["epochs"]
-    path = cache_path(dataset, arch, seed, epochs, n_train)
     if path.exists():
         payload = checkpoint.load(path)
         spec = payload["info"]
@@ -242,6 +253,5 @@ def load_or_train(dataset: str, arch: Arch, *, seed: int = 0, epochs: int | None
     model, info = train_classifier(x, y, arch, **recipe, seed=seed, device=device, flip=_flips(dataset, arch),
                                    n_classes=len(train.classes), test=(test.images, test.labels))
     info["source"] = train.source
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(path, model=model, info=info)
     return model, {**info, "cached": "trained now"}

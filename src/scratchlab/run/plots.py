@@ -98,3 +98,35 @@ def save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def errorbars(variants: Sequence[dict[str, Any]], metrics: Sequence[str], path: str | Path, *,
+              title: str = "") -> Path:
+    """One panel per metric: each variant's mean over seeds, its 95% interval as the error bar, and every seed's
+    value as a dot (a variant with one run has a dot and no bar). `variants` are a sweep summary's."""
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    names = [v["name"] for v in variants]
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.2, 0.7 * len(names) + 1.5) * cols, 3.2 * rows),
+                             squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):  # the grid may have spare panels
+        for i, v in enumerate(variants):
+            m = v["metrics"].get(metric)
+            if m is None:
+                continue
+            if m["std"] is not None:
+                ax.errorbar([i], [m["mean"]], yerr=[[m["mean"] - m["ci95_low"]], [m["ci95_high"] - m["mean"]]],
+                            fmt="o", color="tab:blue", capsize=4, markersize=6)
+            else:
+                ax.plot([i], [m["mean"]], "o", color="tab:blue", markersize=6)
+            ax.plot([i] * len(m["values"]), m["values"], ".", color="grey", alpha=0.6)
+        ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 3 else 0, ha="right"
+                      if len(names) > 3 else "center", fontsize=8)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, path)

@@ -66,6 +66,28 @@ def _value(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return ""
+    if m.get("std") is None:
+        return f"{m['mean']:.4g}"
+    return (f"{m['mean']:.4g} ± {m['std']:.2g}<br><small>[{m['ci95_low']:.4g}, {m['ci95_high']:.4g}]</small>")
+
+
+def _sweep_table(summary: dict[str, Any]) -> str:
+    """A sweep's variants as rows, its headline metrics as columns: mean ± std, the 95% interval below, n."""
+    metrics = summary.get("headline") or sorted({k for v in summary["variants"] for k in v.get("metrics", {})})
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    rows = ""
+    for v in summary["variants"]:
+        failed = f' <span class="failed">{v["failed"]} failed</span>' if v.get("failed") else ""
+        cells = "".join(f"<td>{_cell(v.get('metrics', {}).get(m))}</td>" for m in metrics)
+        rows += f"<tr><th>{html.escape(str(v['name']))}</th><td>{v['n']}{failed}</td>{cells}</tr>"
+    note = html.escape(summary.get("ci", ""))
+    return (f"<table><tr><th>variant</th><th>n</th>{head}</tr>{rows}</table>"
+            f"<p><small>mean ± std over seeds; in brackets the {note}.</small></p>")
+
+
 def _section(e: Entry, root: Path) -> str:
     parts = [f'<h2 id="{e.name}">{html.escape(e.name)} <small class="{e.status}">{e.status}</small></h2>',
              f"<p>{html.escape(e.help)}</p>"]
@@ -74,11 +96,20 @@ def _section(e: Entry, root: Path) -> str:
         return "\n".join(parts)
     rel = os.path.relpath(e.run_dir, root)
     parts.append(f'<p>Run directory: <code>{html.escape(rel)}</code></p>')
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_value(v)}</td></tr>" for k, v in e.summary.items())
+    if isinstance(e.summary.get("variants"), list):
+        parts.append(_sweep_table(e.summary))
+    skip = ("variants", "headline", "ci", "same_in_every_run")
+    shown = {**e.summary.get("same_in_every_run", {}), **{k: v for k, v in e.summary.items() if k not in skip}}
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_value(v)}</td></tr>" for k, v in shown.items())
     parts.append(f"<table>{rows}</table>")
-    for fig in sorted(Path(e.run_dir).glob("*.png")):
+    figures = [(fig, fig.stem) for fig in sorted(Path(e.run_dir).glob("*.png"))]
+    variants = e.summary.get("variants") or []
+    if len(variants) == 1 and variants[0].get("runs"):  # one setting over seeds: its first run's figures too
+        first = variants[0]["runs"][0]
+        figures += [(fig, f"{fig.stem} ({first})") for fig in sorted((Path(e.run_dir) / first).glob("*.png"))]
+    for fig, caption in figures:
         parts.append(f'<figure><img src="{html.escape(os.path.relpath(fig, root))}" alt="{fig.stem}">'
-                     f"<figcaption>{html.escape(fig.stem)}</figcaption></figure>")
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     return "\n".join(parts)
 
 

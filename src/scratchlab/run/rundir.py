@@ -111,15 +111,15 @@ class RunDir:
     def claim(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunDir:
         """The directory of a run about to write, locked for this process (see `lock`).
 
-        resume: `path` must hold a run (config.json); nothing is created when it does not. overwrite: an existing
-        run's files are deleted first (only a run directory's: a folder without config.json is refused). Neither:
-        `path` must be new or empty.
+        resume: `path` must hold a run (config.json, or a sweep's sweep.json); nothing is created when it does not.
+        overwrite: an existing run's files are deleted first (only a run directory's: any other folder is
+        refused). Neither: `path` must be new or empty.
         """
         run = cls(path)
         if resume:
             if not run.path.is_dir():
                 raise RunDirError(f"{run.path}: no such run directory to resume")
-            if not (run.path / "config.json").exists():
+            if not run.is_run():
                 raise RunDirError(f"{run.path}: not a scratchlab run directory (no config.json); nothing to resume")
             run.lock()
             return run
@@ -128,10 +128,10 @@ class RunDir:
         try:
             files = [p for p in run.path.iterdir() if p.name != ".lock"]
             if files and not overwrite:
-                what = "holds a run (config.json)" if (run.path / "config.json").exists() else "is not empty"
+                what = "holds a run (config.json)" if run.is_run() else "is not empty"
                 raise RunDirError(f"{run.path}: {what}; continue it with --resume, replace it with --overwrite, "
                                   "or choose another --out")
-            if files and not (run.path / "config.json").exists():
+            if files and not run.is_run():
                 raise RunDirError(f"{run.path}: not a scratchlab run directory (no config.json); --overwrite "
                                   "deletes only run directories")
             for p in files:
@@ -140,6 +140,10 @@ class RunDir:
             run.unlock()
             raise
         return run
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (config.json) or a sweep of runs (sweep.json)."""
+        return (self.path / "config.json").exists() or (self.path / "sweep.json").exists()
 
     def lock(self) -> None:
         """Take an exclusive lock on the directory (flock on `.lock`, released by `unlock` or process exit)."""

@@ -9,7 +9,9 @@ names its file in every error: a missing key, a value of the wrong type or a sta
 from __future__ import annotations
 
 import io
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,19 @@ def save(path: str | Path, **state: Any) -> Path:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write_bytes(path, buffer.getbuffer())
+
+
+def link(source: Path, path: Path) -> Path:
+    """`path` becomes the same file as `source` (a hard link, atomically; a copy where links are not possible):
+    a final checkpoint.pt that equals last.pt costs no second copy on disk."""
+    tmp = path.with_name(f".{path.name}.link{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:

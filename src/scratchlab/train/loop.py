@@ -220,6 +220,6 @@ def fit(
         finally:
             bar.close()
     save("last.pt", step)
-    if eval_fn is None or not (run / "checkpoint.pt").exists():
-        save("checkpoint.pt", step)
+    if eval_fn is None or not (run / "checkpoint.pt").exists():  # nothing monitored: the best is the last
+        checkpoint.link(run / "last.pt", run / "checkpoint.pt")
     return {"steps": step + 1, "best": best, "stopped_early": stopped_early}
