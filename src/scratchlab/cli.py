@@ -1,15 +1,18 @@
 """scratchlab's command line. Commands are thin: each parses its arguments and calls one function.
 
-    scratchlab list
-    scratchlab run NAME [--set key=value ...] [--quick] [--seed N] [--device auto|cpu|cuda] [--out DIR]
-                        [--resume | --overwrite]
-    scratchlab sweep NAME [--grid key=v1,v2 ...] [--seeds N] [--set key=value ...] [--executor serial|local|ray]
-                          [--workers N] [--quick] [--resume | --overwrite] [--out DIR]
+    scratchlab list [-v]
+    scratchlab show NAME                  every config field: type, default, --quick value, meaning
+    scratchlab run NAME [--config FILE] [--set key=value ...] [--quick] [--seed N] [--device auto|cpu|cuda]
+                        [--out DIR] [--resume | --overwrite]      (`run NAME --help`: NAME's fields too)
+    scratchlab run --config RUN_DIR/config.json                   a saved run again, as it was
+    scratchlab sweep NAME [--grid key=v1,v2 ...] [--seeds N] [--config FILE] [--set key=value ...]
+                          [--executor serial|local|ray] [--workers N] [--quick] [--resume | --overwrite] [--out DIR]
     scratchlab reproduce [--quick] [--out DIR] [--only NAME ...]
     scratchlab sample RUN_DIR --n N --out FILE.npz
     scratchlab predict RUN_DIR "text" | - | --file FILE
     scratchlab add 100111 110010 [--trace]
     scratchlab data [list | fetch NAME]
+    scratchlab --version
 
 Errors are one line naming the problem (`--debug` shows the traceback instead).
 """
@@ -17,14 +20,18 @@ Errors are one line naming the problem (`--debug` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 MAX_SAMPLES = 100_000  # `sample --n`: enough for any metric here; more is a typo, not a request
+HELP_EXAMPLE = ("palindrome", ("model=gru", "lr=3e-4"))  # `run --help`'s example (tests/test_cli_help.py runs it)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from scratchlab import experiments
+    from scratchlab.run import confdoc
 
     exps = experiments.load_all()
     width = max(len(n) for n in exps) if exps else 0
@@ -32,17 +39,60 @@ def _cmd_list(args: argparse.Namespace) -> int:
         e = exps[name]
         print(f"{name:<{width}}  {e.help}")
         if args.verbose:
-            import dataclasses
-
-            for f in dataclasses.fields(e.config):
-                print(f"{'':<{width}}    {f.name} = {getattr(e.config(), f.name)!r}")
+            print(confdoc.table(confdoc.describe(e.config(), e.quick), indent="    ") + "\n")
     return 0
+
+
+def experiment_help(name: str) -> str:
+    """NAME's help line and the table of its config fields (`show NAME`, `run NAME --help`)."""
+    from scratchlab import experiments
+    from scratchlab.run import confdoc
+
+    e = experiments.get(name)
+    text = textwrap.fill(f"{name}: {e.help}", shutil.get_terminal_size().columns - 2) + "\n"
+    if e.plan is not None:
+        plan = e.plan(e.config())
+        text += (f"A multi-run experiment: {plan.experiment} in {len(plan.variants)} variants x {plan.seeds} seeds "
+                 "(by default), aggregated.\n")
+    head = "config fields (--set KEY=VALUE or --config FILE; QUICK: the value --quick uses where it differs):"
+    return (f"{text}\n{textwrap.fill(head, shutil.get_terminal_size().columns - 2)}\n"
+            f"{confdoc.table(confdoc.describe(e.config(), e.quick))}\n")
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    print(experiment_help(args.name), end="")
+    return 0
+
+
+def _config_file(args: argparse.Namespace) -> list[str] | dict:
+    """`--config FILE` and `--set`: the overrides, in that order; NAME, --seed and --quick from the file (a run
+    directory's config.json) where the command line leaves them out."""
+    from scratchlab import experiments
+    from scratchlab.run import config as C
+
+    settings, fields = C.read_file(args.config) if args.config else ({}, {})
+    saved = settings.get("experiment")
+    if args.name is None and saved is None:
+        raise ValueError("give an experiment NAME (see `scratchlab list`) or --config RUN_DIR/config.json"
+                         if args.config is None else f"--config {args.config}: not a run's config.json (no "
+                         "'experiment'); give the experiment NAME too")
+    if args.name is not None and saved is not None and saved != args.name:
+        raise C.ConfigError(f"--config {args.config}: holds a config of {saved!r}, not {args.name!r}")
+    args.name = args.name or saved
+    args.seed = settings.get("seed", 0) if args.seed is None else args.seed
+    args.quick = bool(settings.get("quick", False)) if args.quick is None else args.quick
+    if not args.config:
+        return args.set
+    exp = experiments.get(args.name)
+    base = exp.config() if not args.quick else C.apply_overrides(exp.config(), exp.quick)
+    return C.file_overrides(base, fields, f"--config {args.config}") | dict(C._split(o) for o in args.set)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from scratchlab.runner import run_experiment
 
-    run, summary = run_experiment(args.name, args.set, quick=args.quick, seed=args.seed, device=args.device,
+    overrides = _config_file(args)
+    run, summary = run_experiment(args.name, overrides, quick=args.quick, seed=args.seed, device=args.device,
                                   out=args.out, resume=args.resume, overwrite=args.overwrite,
                                   progress=not args.no_progress, executor=args.executor, workers=args.workers)
     _print_summary(summary)
@@ -67,9 +117,12 @@ def _print_summary(summary: dict) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from scratchlab.run import config as C
     from scratchlab.runner import sweep
 
-    run, summary = sweep(args.name, args.grid, args.seeds, args.set, quick=args.quick, seed=args.seed,
+    overrides = _config_file(args)  # the sweep records its overrides as the text of --set options
+    sets = overrides if isinstance(overrides, list) else [f"{k}={C._show(v)}" for k, v in overrides.items()]
+    run, summary = sweep(args.name, args.grid, args.seeds, sets, quick=args.quick, seed=args.seed,
                          device=args.device, out=args.out, resume=args.resume, overwrite=args.overwrite,
                          executor=args.executor, workers=args.workers, ray_address=args.ray_address)
     _print_summary(summary)
@@ -173,13 +226,60 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+class _RunHelp(argparse.Action):
+    """-h/--help of `run` and `sweep`: the options, then NAME's config fields when NAME came before it."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0,
+                         help="show this help (after NAME: with NAME's config fields) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        name = getattr(namespace, "name", None)
+        text, usage = parser.format_help(), parser.format_usage()
+        if name is not None:
+            try:  # the usage, NAME's fields, then the options
+                text = f"{usage}\n{experiment_help(name)}{text.removeprefix(usage)}"
+            except KeyError as e:
+                parser.print_help()
+                parser.exit(2, f"{parser.prog}: error: {e.args[0]}\n")
+        print(text, end="")
+        parser.exit()
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0,
+                         help="show scratchlab's version (and git commit, in a checkout) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+
+        from scratchlab.run.rundir import source_git
+
+        git = source_git()
+        where = f" (git {git['commit'][:12]}{', with uncommitted changes' if git['dirty'] else ''})" if git else ""
+        print(f"scratchlab {version('scratchlab')}{where}")
+        parser.exit()
+
+
+def _config_option(s: argparse.ArgumentParser, what: str) -> None:
+    s.add_argument("--config", metavar="FILE",
+                   help=f"config fields from a JSON or YAML file (YAML needs PyYAML): a mapping of fields, or a run "
+                        f"directory's config.json, which also gives NAME, --seed and --quick; {what}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scratchlab", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="list the registered experiments")
-    s.add_argument("-v", "--verbose", action="store_true", help="also show each experiment's config defaults")
+    s.add_argument("-v", "--verbose", action="store_true", help="also show each experiment's config fields")
     s.set_defaults(fn=_cmd_list)
+
+    s = sub.add_parser("show", help="an experiment's config fields: type, default, --quick value and meaning")
+    s.add_argument("name", help="experiment name (see `scratchlab list`)")
+    s.set_defaults(fn=_cmd_show)
 
     def common(s: argparse.ArgumentParser) -> None:
         s.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in seconds")
@@ -201,27 +301,36 @@ def build_parser() -> argparse.ArgumentParser:
         again.add_argument("--resume", action="store_true", help=f"continue the {what} in --out")
         again.add_argument("--overwrite", action="store_true", help=f"delete the {what} already in --out, then run")
 
-    s = sub.add_parser("run", help="run one experiment into a run directory")
-    s.add_argument("name", help="experiment name (see `scratchlab list`)")
+    s = sub.add_parser("run", help="run one experiment into a run directory", add_help=False,
+                       epilog="`scratchlab run NAME --help` (or `scratchlab show NAME`) lists NAME's config fields")
+    s.add_argument("-h", "--help", action=_RunHelp)
+    s.add_argument("name", nargs="?", help="experiment name (see `scratchlab list`; may come from --config)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set model=gru --set lr=3e-4")
+                   help=f"override a config field, e.g. `scratchlab run {HELP_EXAMPLE[0]} "
+                        f"{' '.join('--set ' + o for o in HELP_EXAMPLE[1])}`")
+    _config_option(s, "--set applies on top")
     s.add_argument("--out", help="run directory (default runs/NAME/STAMP)")
     reuse(s, "run (from its last.pt)")
     executors(s, "where a multi-run experiment's runs go")
     common(s)
+    s.set_defaults(seed=None, quick=None)  # not given: a run's config.json may set them (else 0 and off)
     s.set_defaults(fn=_cmd_run)
 
-    s = sub.add_parser("sweep", help="run an experiment over a grid of settings and several seeds; aggregate")
-    s.add_argument("name", help="experiment name (see `scratchlab list`)")
+    s = sub.add_parser("sweep", help="run an experiment over a grid of settings and several seeds; aggregate",
+                       add_help=False)
+    s.add_argument("-h", "--help", action=_RunHelp)
+    s.add_argument("name", nargs="?", help="experiment name (see `scratchlab list`; may come from --config)")
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="a config field and its values; several --grid make every combination")
     s.add_argument("--seeds", type=int, default=5, help="runs per setting, seeds --seed, --seed + 1, ... (default 5)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    _config_option(s, "every run uses them; --grid and --set apply on top")
     s.add_argument("--out", help="sweep directory (default runs/NAME-sweep/STAMP)")
     s.add_argument("--ray-address", help="with --executor ray: join this running cluster (default: start one here)")
     reuse(s, "sweep (finished runs are kept, interrupted ones continue, failed ones rerun)")
     executors(s, "where the runs go")
     common(s)
+    s.set_defaults(seed=None, quick=None)  # not given: a run's config.json may set them (else 0 and off)
     s.set_defaults(fn=_cmd_sweep)
 
     s = sub.add_parser("reproduce", help="run every experiment and write report.html")

@@ -30,22 +30,22 @@ Bits = Annotated[int, Range(ge=1, le=62)]  # what addition_batch takes: the sums
 
 @dataclass
 class AdditionConfig:
-    models: tuple[str, ...] = ("rnn", "lstm")
+    models: tuple[str, ...] = ("rnn", "lstm")  # cells trained side by side (rnn, lstm, gru)
     train_bits: Bits = 8  # training sums: numbers of 1..train_bits bits
-    test_bits: Bits = 32
+    test_bits: Bits = 32  # the longer sums they are tested on: do they generalise past train_bits?
     # the hand-set adder is checked on all 4**exhaustive_bits pairs, in one batch: 12 bits is 16.8M pairs (~2 GB)
     exhaustive_bits: Annotated[int, Range(ge=1, le=12)] = 8
-    hidden: PositiveInt = 16
-    batch: PositiveInt = 64
-    optimizer: Optimizer = "adam"
-    lr: PositiveFloat = 1e-2
+    hidden: PositiveInt = 16  # hidden units of each cell
+    batch: PositiveInt = 64  # sums per training step
+    optimizer: Optimizer = "adam"  # the update rule
+    lr: PositiveFloat = 1e-2  # learning rate
     clip: float = 1.0  # global gradient-norm clip; <= 0 turns it off
     steps: PositiveInt = 3000  # budget; stops earlier once every model adds train_bits-bit numbers exactly
     perfect_evals: PositiveInt = 3  # ... on this many evaluations in a row (one perfect batch can be luck)
     eval_every: NonNegativeInt = 100  # 0: no evaluations, so no early stop
-    eval_size: PositiveInt = 1000
-    test_size: PositiveInt = 10000
-    test_seed: NonNegativeInt = 4321
+    eval_size: PositiveInt = 1000  # sums scored at each evaluation
+    test_size: PositiveInt = 10000  # sums scored at the end
+    test_seed: NonNegativeInt = 4321  # seed of the evaluation and test sums (the same for every run)
 
 
 def hand_set_accuracy(bits: int) -> dict[str, float]:

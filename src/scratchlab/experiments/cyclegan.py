@@ -43,16 +43,16 @@ class CycleDigitsConfig:
     source: Literal["mnist-5k", "mnist"] = "mnist-5k"        # X; mnist-5k is offline (4000 train / 1000 test)
     steps: PositiveInt = 2500  # CycleGAN steps (each updates D_X, D_Y, then G, F)
     d_warmup: NonNegativeInt = 400  # discriminator-only digit-classification steps first (labels game only; 0 = off)
-    batch_size: PositiveInt = 32
+    batch_size: PositiveInt = 32  # images per domain per step
     lr_decay: Probability = 0.5  # learning rates fall linearly to 0 over this last fraction of the steps (0: constant)
     model: CycleConfig = field(default_factory=CycleConfig)
     eval_every: NonNegativeInt = 100  # 0: no intermediate evaluations
     eval_n: PositiveInt = 500  # test images per domain at intermediate evaluations (the final one uses all)
     n_target_train: PositiveInt = 10000  # Y training images (synthdigits renders this many; svhn takes the first n)
-    n_target_test: PositiveInt = 2000
+    n_target_test: PositiveInt = 2000  # Y test images
     n_source_train: PositiveInt | None = None  # X images used (None: all of the split)
-    n_source_test: PositiveInt | None = None
-    classifier_arch: Literal["cnn", "mlp"] = "cnn"
+    n_source_test: PositiveInt | None = None  # X test images used (None: all of the split)
+    classifier_arch: Literal["cnn", "mlp"] = "cnn"  # judges: does a translated digit keep its label?
     classifier_epochs: PositiveInt = 6  # 4 left the MNIST classifier at 94.6%, 6 reaches ~96-97%
 
 

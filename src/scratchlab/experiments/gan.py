@@ -45,30 +45,30 @@ GAN_DEFAULTS = {"optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "clip": 0.0, "d
 
 @dataclass
 class GANConfig:
-    dataset: str = "fashion-mnist"
-    loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "vanilla"
-    conditional: bool = False
+    dataset: str = "fashion-mnist"  # the images to learn: a `scratchlab data list` name
+    loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "vanilla"  # the D and G losses (gan/losses.py)
+    conditional: bool = False  # G and D see the class label (a cGAN)
     projection: bool = False  # conditional D: the label as y^T V phi(x) (Miyato & Koyama 2018)
     spectral_norm: bool = False  # D's weights divided by their largest singular value (Miyato et al. 2018)
     unroll: NonNegativeInt = 0  # k: G trains against D advanced k steps (0: D itself)
-    unroll_grad: bool = False
+    unroll_grad: bool = False  # unrolled D's steps differentiable, G's gradient through them (second order)
     ema: Rate = 0.0             # > 0: sample and judge a moving average of G's weights with this decay
     steps: PositiveInt = 3000  # rounds: d_steps discriminator updates + g_steps generator updates each
-    batch_size: PositiveInt = 64
+    batch_size: PositiveInt = 64  # real images (and generated ones) per update
     d_steps: PositiveInt | None = None  # None: 5 for wgan (n_critic), else 1
-    g_steps: PositiveInt = 1
+    g_steps: PositiveInt = 1  # generator updates per round
     clip: NonNegativeFloat | None = None  # None: 0.01 for wgan, else no clipping (0: none either)
     optimizer: Literal["adam", "rmsprop"] | None = None  # None: rmsprop for wgan, else adam
     lr_g: PositiveFloat | None = None  # None: 5e-5 for wgan, else 2e-4
-    lr_d: PositiveFloat | None = None
-    latent: PositiveInt = 100
+    lr_d: PositiveFloat | None = None  # D's; None: as lr_g's (5e-5 for wgan, else 2e-4)
+    latent: PositiveInt = 100  # size of G's input noise z
     n_train: NonNegativeInt = 0  # 0: the whole train split
-    classifier: Literal["mlp", "cnn"] = "mlp"
+    classifier: Literal["mlp", "cnn"] = "mlp"  # the judge: its labels and features score the samples
     classifier_epochs: NonNegativeInt = 0  # 0: the default budget (classifier.RECIPES)
     classifier_n_train: NonNegativeInt = 0  # 0: the whole train split
     n_eval: PositiveInt = 3000  # samples judged at the end
     eval_every: NonNegativeInt = 500  # KL / Frechet curves on `eval_samples` samples (0: none)
-    eval_samples: PositiveInt = 1000
+    eval_samples: PositiveInt = 1000  # samples judged at each intermediate evaluation
 
 
 def trainer_config(cfg: GANConfig) -> TrainerConfig:
@@ -218,7 +218,7 @@ class CGANConfig(GANConfig):
     # LSGAN conditions better than the vanilla loss here: label accuracy 0.80 against 0.76 after 4000 rounds.
     # Sampling the moving average of G's weights: 0.884 after 8000 rounds against 0.840 for G itself, and 0.907
     # after 16000 (docs/gan.md).
-    loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "lsgan"
+    loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "lsgan"  # the D and G losses: lsgan here (see above)
     conditional: bool = True
     steps: PositiveInt = 16000
     ema: Rate = 0.999
@@ -240,7 +240,7 @@ def cgan(cfg: CGANConfig, ctx: Context) -> dict[str, Any]:
 @dataclass
 class InterpolateConfig(GANConfig):
     rows: PositiveInt = 8   # pairs of samples
-    steps_between: NonNegativeInt = 7
+    steps_between: NonNegativeInt = 7  # interpolated images between the two ends of each row
 
 
 @experiment("gan-interpolate", InterpolateConfig, help="latent interpolation: 7 steps between two samples "
@@ -333,8 +333,8 @@ SWEEP_QUICK = {**{f"base.{k}": v for k, v in QUICK.items()}, "seeds": 2}
 class CompareConfig:
     base: GANConfig = _base(steps=1500)
     unroll: PositiveInt = 3  # k of the unrolled variant
-    variants: tuple[str, ...] = ("vanilla", "lsgan", "wgan", "mse", "unrolled", "cgan")
-    sample_from: str = "vanilla"
+    variants: tuple[str, ...] = ("vanilla", "lsgan", "wgan", "mse", "unrolled", "cgan")  # a subset of COMPARED
+    sample_from: str = "vanilla"  # the variant `scratchlab sample` draws from (its first seed)
     seeds: PositiveInt = 5  # each variant over seeds seed, seed + 1, ...
 
 
@@ -356,9 +356,9 @@ def gan_compare(cfg: CompareConfig) -> Plan:
 @dataclass
 class ClipSweepConfig:
     base: GANConfig = _base(loss="wgan", steps=1000)
-    clips: tuple[PositiveFloat, ...] = (0.1, 0.01, 0.001, 0.0001)
-    sample_from: str = "c0.01"
-    seeds: PositiveInt = 5
+    clips: tuple[PositiveFloat, ...] = (0.1, 0.01, 0.001, 0.0001)  # weight-clip bounds c: one variant each
+    sample_from: str = "c0.01"  # the variant `scratchlab sample` draws from (its first seed)
+    seeds: PositiveInt = 5  # each variant over seeds seed, seed + 1, ...
 
 
 @sweep_experiment("wgan-clip-sweep", ClipSweepConfig, help="WGAN weight clipping c in 0.1, 0.01, 0.001, 0.0001 "
@@ -370,8 +370,8 @@ def wgan_clip_sweep(cfg: ClipSweepConfig) -> Plan:
 @dataclass
 class RatioConfig:
     base: GANConfig = _base(steps=2000)
-    sample_from: str = "5to2"
-    seeds: PositiveInt = 5
+    sample_from: str = "5to2"  # the variant `scratchlab sample` draws from (its first seed)
+    seeds: PositiveInt = 5  # each variant over seeds seed, seed + 1, ...
 
 
 @sweep_experiment("gan-d-g-ratio", RatioConfig, help="discriminator:generator updates 1:1 against 5:2, the same "

@@ -51,38 +51,38 @@ NO_KNOWN_WORDS = "none (no word of the text is in the vocabulary)"
 
 @dataclass
 class TextRunConfig:
-    corpus: Literal["imdb", "synthetic"] = "imdb"
+    corpus: Literal["imdb", "synthetic"] = "imdb"  # synthetic: reviews generated from word lists, offline (not IMDB)
     data_dir: str = ""           # a folder with a corpus in one of the three layouts; "" = search
     synthetic_train: PositiveInt = 2000  # corpus=synthetic: reviews generated for train (25% become validation)
-    synthetic_test: PositiveInt = 1000
+    synthetic_test: PositiveInt = 1000  # corpus=synthetic: reviews generated for test
     length: PositiveInt = 400    # ids per review, padding before the review
     max_vocab: Annotated[int, Range(ge=3)] = 20000  # ids in all, <pad> and <unk> included: at least one word
-    min_freq: PositiveInt = 2
+    min_freq: PositiveInt = 2  # a word needs this many training occurrences to get an id
     stop_words: bool = False     # the stop-word list holds "not", "no", "nor": off by default for sentiment
-    stem: bool = False
-    embed_dim: PositiveInt = 128
-    hidden_size: PositiveInt = 128
-    num_layers: PositiveInt = 1
-    bidirectional: bool = False
-    dropout: Rate = 0.5
-    epochs: PositiveInt = 5
-    batch_size: PositiveInt = 64
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
+    stem: bool = False  # strip common suffixes, so "loved" and "loving" share an id
+    embed_dim: PositiveInt = 128  # word-vector size
+    hidden_size: PositiveInt = 128  # recurrent hidden units (per direction)
+    num_layers: PositiveInt = 1  # stacked recurrent layers
+    bidirectional: bool = False  # also read each review backwards
+    dropout: Rate = 0.5  # on the features before the classifier head (and between layers)
+    epochs: PositiveInt = 5  # passes over the training reviews
+    batch_size: PositiveInt = 64  # reviews per step
+    lr: PositiveFloat = 1e-3  # Adam's learning rate
+    weight_decay: NonNegativeFloat = 0.0  # Adam's L2 penalty
     clip: PositiveFloat = 5.0    # gradient-norm clip: LSTMs over 400 steps have occasional spikes
-    val_fraction: ProperFraction = 0.25
+    val_fraction: ProperFraction = 0.25  # of the training reviews, held out for validation
     eval_every: NonNegativeInt = 0  # steps between validations; 0 = once per epoch
     figure_reviews: NonNegativeInt = 4  # test reviews in the attention figure
 
 
 @dataclass
 class ImdbConfig(TextRunConfig):
-    model: Literal["lstm", "lstm-attention", "gru", "mlp", "bag"] = "lstm-attention"
+    model: Literal["lstm", "lstm-attention", "gru", "mlp", "bag"] = "lstm-attention"  # see rnn/classifiers.py
 
 
 @dataclass
 class CompareConfig(TextRunConfig):
-    models: tuple[str, ...] = MODELS
+    models: tuple[str, ...] = MODELS  # the classifiers compared (a subset of the `model` choices)
     seeds: PositiveInt = 5  # each model over seeds seed, seed + 1, ...
 
 

@@ -29,12 +29,12 @@ SENTENCE = "hello pytorch, how long can a rnn cell remember? show me your limit!
 
 @dataclass
 class MemoriseConfig:
-    text: str = SENTENCE
-    hidden: PositiveInt = 64
-    optimizer: Optimizer = "adam"
-    lr: PositiveFloat = 1e-2
+    text: str = SENTENCE  # the sentence to memorise
+    hidden: PositiveInt = 64  # LSTM hidden units
+    optimizer: Optimizer = "adam"  # the update rule
+    lr: PositiveFloat = 1e-2  # learning rate
     clip: float = 5.0  # global gradient-norm clip; <= 0 turns it off
-    steps: PositiveInt = 400
+    steps: PositiveInt = 400  # training steps, each on the whole sentence
     compare_steps: PositiveInt = 20  # the first steps over which the two curves must agree to float precision
 
 

@@ -38,20 +38,20 @@ from scratchlab.train.loop import Values, fit
 
 @dataclass
 class MLPConfig:
-    dataset: Literal["fashion-mnist", "mnist", "mnist-5k", "cifar10"] = "fashion-mnist"
+    dataset: Literal["fashion-mnist", "mnist", "mnist-5k", "cifar10"] = "fashion-mnist"  # mnist, cifar10 download
     hidden: tuple[PositiveInt, ...] = (512, 256)  # input and output sizes come from the data: 784-512-256-10
-    engine: Literal["numpy", "torch", "both"] = "numpy"
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: PositiveFloat = 0.05
+    engine: Literal["numpy", "torch", "both"] = "numpy"  # our NumPy autograd, the same MLP in PyTorch, or both
+    optimizer: Literal["sgd", "adam"] = "sgd"  # the update rule
+    lr: PositiveFloat = 0.05  # learning rate (the peak, with the cosine schedule)
     momentum: Rate = 0.9        # SGD only
-    weight_decay: NonNegativeFloat = 0.0
+    weight_decay: NonNegativeFloat = 0.0  # L2 penalty
     schedule: Literal["constant", "cosine"] = "cosine"  # cosine: lr -> 0 over the run, smooths the last epochs
-    epochs: PositiveInt = 15
-    batch_size: PositiveInt = 100
-    dropout: Rate = 0.0
+    epochs: PositiveInt = 15  # passes over the training images
+    batch_size: PositiveInt = 100  # images per step
+    dropout: Rate = 0.0  # after each hidden layer
     val_fraction: ProperFraction = 0.1  # of the training images, held out for validation
     train_limit: NonNegativeInt = 0  # use only the first N training images (0: all); for quick runs
-    test_limit: NonNegativeInt = 0
+    test_limit: NonNegativeInt = 0  # use only the first N test images (0: all)
     compare_steps: PositiveInt = 100  # engine=both: largest loss difference over this many first steps
 
 

@@ -33,23 +33,23 @@ Length = Annotated[int, Range(ge=2)]  # a palindrome needs an input digit and a 
 
 @dataclass
 class PalindromeConfig:
-    model: Kind = "lstm"
+    model: Kind = "lstm"  # the recurrent cell
     length: Length = 10  # T, the palindrome's length; the network reads T-1 digits
-    encoding: Encoding = "one-hot"  # or "value": the raw digit as one input, as in the course
-    hidden: PositiveInt = 128
-    batch: PositiveInt = 128
-    optimizer: Optimizer = "rmsprop"
-    lr: PositiveFloat = 1e-3
+    encoding: Encoding = "one-hot"  # digits as one-hot vectors, or "value": the raw digit as one input (the course)
+    hidden: PositiveInt = 128  # hidden units
+    batch: PositiveInt = 128  # palindromes per training step
+    optimizer: Optimizer = "rmsprop"  # the update rule
+    lr: PositiveFloat = 1e-3  # learning rate
     clip: float = 10.0  # global gradient-norm clip; <= 0 turns it off
     gate_bias: float | None = None  # LSTM forget / GRU update gate bias at init; None keeps torch's init
     min_length: NonNegativeInt = 0  # > 0: each training batch has a length drawn uniformly from [min_length, length]
     steps: PositiveInt = 10000  # budget; training usually stops earlier, when converged
     eval_every: NonNegativeInt = 100  # 0: no evaluations, so no convergence test
     eval_size: PositiveInt = 2000  # test palindromes scored during training (the curve); the end uses test_size
-    test_size: PositiveInt = 10000
-    test_seed: NonNegativeInt = 1234
-    converge_train: NonNegativeFloat = 0.999  # accuracies; above 1: never converges, the whole budget runs
-    converge_eval: NonNegativeFloat = 1.0
+    test_size: PositiveInt = 10000  # test palindromes scored at the end
+    test_seed: NonNegativeInt = 1234  # seed of the test palindromes (the same for every run)
+    converge_train: NonNegativeFloat = 0.999  # converged: train accuracy >= this; above 1: never (the budget runs)
+    converge_eval: NonNegativeFloat = 1.0  # ... and accuracy on eval_size test palindromes >= this
 
 
 # The recipe (docs/sequences.md, "Palindromes: the recipe"): training batches of mixed lengths 2..T, Adam at 3e-3

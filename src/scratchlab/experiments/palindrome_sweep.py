@@ -20,13 +20,13 @@ from scratchlab.run.config import PositiveInt, Probability
 
 @dataclass
 class SweepConfig:
-    models: tuple[str, ...] = ("rnn", "lstm", "gru")
-    lengths: tuple[Length, ...] = (5, 10, 15, 20, 30, 50)
+    models: tuple[str, ...] = ("rnn", "lstm", "gru")  # the cells compared
+    lengths: tuple[Length, ...] = (5, 10, 15, 20, 30, 50)  # palindrome lengths T: one run per model and T
     seeds: PositiveInt = 5  # seeds seed, seed + 1, ...
     steps: PositiveInt = 2000  # step budget of each run (they stop earlier once converged)
     recipe: bool = True  # False: the course's defaults (RMSprop, lr 1e-3, torch's gate init)
     overrides: tuple[str, ...] = ()  # extra `key=value` overrides for every palindrome run, e.g. hidden=64
-    threshold: Probability = 0.99
+    threshold: Probability = 0.99  # largest_T_<model>: the largest T whose (and shorter T's) mean accuracy >= this
 
 
 def overrides(cfg: SweepConfig, model: str) -> dict[str, object]:

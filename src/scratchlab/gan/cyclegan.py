@@ -176,7 +176,7 @@ class CycleConfig:
     # extra weight on "look like your source's digit" in G (`adversary`); 0 = exercise
     class_weight: NonNegativeFloat = 1.0
     cycle_weight: NonNegativeFloat = 2.0  # lambda on the two cycle MSEs; 10 preserved labels worse in 200-step trials
-    lr: PositiveFloat = 2e-4
+    lr: PositiveFloat = 2e-4  # Adam's learning rate, for G and F and for both discriminators
     beta1: Rate = 0.5        # Adam's beta1 = 0.5, as for DCGAN: the default 0.9 oscillates in GAN games
 
 

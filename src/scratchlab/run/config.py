@@ -16,15 +16,20 @@ A field's range is part of its type, written beside it with `typing.Annotated`:
 `validate(cfg)` checks every field's type and range; `apply_overrides` and `from_dict` call it, so `--set`
 values, `--quick` settings and configs read back from a run directory all pass through the same checks, and
 a bad one is one line: "--set batch=0: expected an int >= 1, got 0".
+
+`read_file` reads `--config FILE` (JSON, or YAML with PyYAML): a run directory's config.json or a mapping of
+fields; `file_overrides` turns its fields into overrides, checked with the file's name in the message.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any
 
 
@@ -107,7 +112,7 @@ def _origin(tp: Any) -> Any:
     return typing.get_origin(tp)
 
 
-def _parse(text: str, tp: Any, key: str) -> Any:
+def _parse(text: str, tp: Any, key: str, source: str = "--set") -> Any:
     """Parse `text` as a value of type `tp` (bool, int, float, str, Optional[...], tuple[...], Literal)."""
     origin = _origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -119,21 +124,21 @@ def _parse(text: str, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _parse(text, arg, key)
+                return _parse(text, arg, key, source)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"--set {key}={text}: expected {tp}, got {text!r}")
+        raise ConfigError(f"{source} {key}={text}: expected {tp}, got {text!r}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         for c in choices:
             if str(c) == text:
                 return c
-        raise ConfigError(f"--set {key}={text}: expected one of {list(choices)}, got {text!r}")
+        raise ConfigError(f"{source} {key}={text}: expected one of {list(choices)}, got {text!r}")
     if origin in (tuple, list):
         args = typing.get_args(tp)
         item = args[0] if args else str
         parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
-        values = [_parse(p.strip(), item, key) for p in parts]
+        values = [_parse(p.strip(), item, key, source) for p in parts]
         return tuple(values) if origin is tuple else values
     if tp is bool:
         low = text.lower()
@@ -141,37 +146,40 @@ def _parse(text: str, tp: Any, key: str) -> Any:
             return True
         if low in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"--set {key}={text}: expected a bool (true/false), got {text!r}")
+        raise ConfigError(f"{source} {key}={text}: expected a bool (true/false), got {text!r}")
     if tp in (int, float):
         try:
             value = float(text) if tp is float else int(text)
         except ValueError:
-            raise ConfigError(f"--set {key}={text}: expected {tp.__name__}, got {text!r}") from None
+            raise ConfigError(f"{source} {key}={text}: expected {tp.__name__}, got {text!r}") from None
         return value
     if tp is str:
         return text
-    raise ConfigError(f"--set {key}: fields of type {tp} cannot be set from the command line")
+    raise ConfigError(f"{source} {key}: fields of type {tp} cannot be set from the command line")
 
 
-def set_value(cfg: Any, key: str, value: Any) -> None:
-    """Set dotted `key` on `cfg`; `value` is a string (parsed by the field type) or an already-typed value."""
+def set_value(cfg: Any, key: str, value: Any, source: str = "--set") -> None:
+    """Set dotted `key` on `cfg`; `value` is a string (parsed by the field type) or an already-typed value (a
+    list for a tuple field becomes a tuple). `source` starts any error message."""
     parts = key.split(".")
     target = cfg
     for i, part in enumerate(parts):
         if not dataclasses.is_dataclass(target):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is not a config section")
+            raise ConfigError(f"{source} {key}: {'.'.join(parts[:i])} is not a config section")
         fields = {f.name: f for f in dataclasses.fields(target)}
         if part not in fields:
             where = ".".join(parts[:i]) or type(target).__name__
-            raise ConfigError(f"--set {key}: unknown key {part!r} in {where}; valid keys: {sorted(fields)}")
+            raise ConfigError(f"{source} {key}: unknown key {part!r} in {where}; valid keys: {sorted(fields)}")
         if i < len(parts) - 1:
             target = getattr(target, part)
             continue
         tp = typing.get_type_hints(type(target))[part]
         if dataclasses.is_dataclass(tp):
-            raise ConfigError(f"--set {key}: {key} is a section; set one of its keys, e.g. {key}.<name>=...")
+            raise ConfigError(f"{source} {key}: {key} is a section; set one of its keys, e.g. {key}.<name>=...")
         if isinstance(value, str):
-            value = _parse(value, tp, key)
+            value = _parse(value, tp, key, source)
+        elif isinstance(value, list) and tuple in {_origin(t) for t in (tp, *typing.get_args(tp))}:
+            value = tuple(value)  # JSON and YAML have lists only
         setattr(target, part, value)
 
 
@@ -262,3 +270,75 @@ def _split(override: str) -> tuple[str, str]:
     key, value = override.split("=", 1)
     return key.strip(), value.strip()
 
+
+RUN_KEYS = ("experiment", "seed", "device", "quick", "config")  # a run directory's config.json
+
+
+def read_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--config FILE` -> (run settings, config fields). FILE is JSON, or YAML (.yaml/.yml) when PyYAML is
+    installed; a folder means its config.json. A run directory's config.json ({"experiment", "seed", "device",
+    "quick", "config": {...}}) gives its fields and the other keys as settings; any other mapping is all fields
+    (sections nested, or dotted keys: {"base.steps": 10}) and no settings."""
+    path = Path(path)
+    path = path / "config.json" if path.is_dir() else path
+    where = f"--config {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read ({e.strerror or e})") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"{where}: reading YAML needs PyYAML, which is not installed (pip install pyyaml); "
+                              "or write the config as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: not valid YAML ({' '.join(str(e).split())})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where}: not valid JSON ({e})") from None
+    data = {} if data is None else data  # an empty YAML file
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of config keys, got {type(data).__name__} {data!r:.60}")
+    if not (isinstance(data.get("config"), dict) and set(data) <= set(RUN_KEYS)):
+        return {}, data
+    settings = {k: v for k, v in data.items() if k != "config"}
+    for key, problem in (("experiment", _problem(settings.get("experiment", ""), str)),
+                         ("seed", _problem(settings.get("seed", 0), Annotated[int, Range(ge=0, lt=2**63)])),
+                         ("quick", _problem(settings.get("quick", False), bool))):
+        if problem is not None:
+            raise ConfigError(f"{where} {key}={settings[key]!r}: {problem}")
+    return settings, data["config"]
+
+
+def file_overrides(cfg: Any, fields: dict[str, Any], source: str) -> dict[str, Any]:
+    """A file's `fields` as overrides {dotted key: typed value} of `cfg` (the config they will apply to), checked
+    now: an unknown key, a wrong type or a value out of range is a ConfigError starting with `source`. A string
+    where a number or bool belongs is parsed as `--set` would (YAML reads 1e-3 as a string)."""
+    flat = _flat_keys(fields)
+    cfg = copy.deepcopy(cfg)
+    for key, value in flat.items():
+        set_value(cfg, key, value, source)
+    validate(cfg, source)
+    out = {}
+    for key in flat:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        out[key] = value
+    return out
+
+
+def _flat_keys(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out

@@ -1,7 +1,7 @@
 """Run directories: runs/<experiment>/<stamp>/ with everything needed to understand and repeat a run.
 
     config.json     {"experiment", "seed", "device", "quick", "config": {...}}
-    meta.json       argv, versions, start time, host facts
+    meta.json       argv, versions (every installed distribution's too), git commit, start time, host facts
     metrics.jsonl   one JSON object per logged step ({"step": ..., "split": ..., <metric>: ...})
     summary.json    flat JSON of the final numbers
     *.png           figures
@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,44 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[pkg] = "not installed"
     return found
+
+
+def distributions() -> dict[str, str]:
+    """Every installed distribution: {name: version}, as importlib.metadata finds them (the first on sys.path wins).
+    The name and version come from the `name-version.dist-info` folder's name where it has one (the wheel
+    spec writes both there): reading 130 METADATA files instead took 80-200 ms on a busy 2-core machine."""
+    from importlib.metadata import distributions as found
+
+    out: dict[str, str] = {}
+    for dist in found():
+        folder = getattr(dist, "_path", None)  # PathDistribution's; other finders fall back to the metadata
+        parts = folder.name[:-len(".dist-info")].split("-") if isinstance(folder, Path) and \
+            folder.name.endswith(".dist-info") else []
+        name, version = parts if len(parts) == 2 else (dist.metadata["Name"], dist.version)
+        if name:
+            out.setdefault(name, version)
+    return dict(sorted(out.items(), key=lambda kv: kv[0].lower()))
+
+
+def source_git() -> dict[str, Any] | None:
+    """{"commit", "dirty"} of the git checkout holding scratchlab's source (dirty: `git status` lists a change,
+    untracked files included); None when scratchlab is not installed from a checkout or git is absent."""
+    here = Path(__file__).resolve().parents[1]  # src/scratchlab
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    # ls-files: the package must be tracked there, not an ignored copy inside some other repository
+    if git("ls-files", "--error-unmatch", "__init__.py") is None:
+        return None
+    commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain")  # about 15 ms for the three
+    if commit is None or status is None:
+        return None
+    return {"commit": commit.strip(), "dirty": bool(status.strip())}
 
 
 class RunDir:
@@ -182,10 +221,14 @@ class RunDir:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
 
     def write_meta(self, argv: list[str] | None = None, **extra: Any) -> None:
+        """meta.json: argv, the main versions, every installed distribution's, scratchlab's git commit and
+        whether the checkout had changes (null outside a checkout), start time, cores, and `extra`. The git
+        commit and the distributions add about 25 ms (2 busy cores) to the 20-35 ms of the five versions."""
         self.write_json(
             "meta.json",
-            {"argv": list(sys.argv if argv is None else argv), "versions": versions(),
-             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(), **extra},
+            {"argv": list(sys.argv if argv is None else argv), "versions": versions(), "git": source_git(),
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(), **extra,
+             "distributions": distributions()},
         )
 
     def exists(self) -> bool:
