@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from scratchlab.cli import main
+from scratchlab.run import plots
 
 SETTINGS = ["steps=4", "eval_every=2", "eval_samples=50", "n_eval=100", "n_train=500", "classifier_n_train=500"]
 
@@ -20,6 +21,7 @@ def test_conditional_gan_run_and_sample(tmp_path):
     run = tmp_path / "c"
     for fig in ("samples_start", "samples_middle", "samples_end", "losses", "d_outputs", "kl_curve", "per_class"):
         assert (run / f"{fig}.png").exists(), fig
+        assert plots.captions(run)[f"{fig}.png"], fig
     summary = json.loads((run / "summary.json").read_text())
     assert 0 <= summary["label_accuracy"] <= 1 and summary["g_updates"] == 4 and summary["d_updates"] == 4
     assert sum(summary["histogram"]) == pytest.approx(1, abs=1e-3)
@@ -40,6 +42,7 @@ def test_sweep_writes_variants_and_samples_from_one(tmp_path):
     assert ratio["5to2"]["d_updates"]["values"] == [10]  # 2 rounds of 5:2
     for fig in ("label_histograms", "final_samples", "kl_curves"):
         assert (tmp_path / f"r/{fig}.png").exists()
+        assert plots.captions(tmp_path / "r")[f"{fig}.png"], fig
     assert main(["sample", "r", "--n", "5", "--out", "s.npz"]) == 0
     out = np.load("s.npz")
     assert out["images"].shape == (5, 1, 28, 28) and "labels" not in out

@@ -10,6 +10,7 @@ import torch
 from scratchlab import rnn
 from scratchlab.cli import main
 from scratchlab.experiments._recurrent import RecurrentNet, set_gate_bias
+from scratchlab.run import plots
 from scratchlab.runner import run_experiment
 
 
@@ -22,6 +23,8 @@ def run_quick(name: str, *sets: str, files=("config.json", "metrics.jsonl", "sum
     for f in files:
         assert (run / f).exists(), f"{name}: {f} missing"
     assert list(run.glob("*.png")), f"{name}: no figure"
+    uncaptioned = {f.name for f in run.glob("*.png")} - set(plots.captions(run))
+    assert not uncaptioned, f"{name}: figures without a caption in figures.json: {sorted(uncaptioned)}"
     return run, json.loads((run / "summary.json").read_text())
 
 

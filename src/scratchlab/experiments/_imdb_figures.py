@@ -31,7 +31,7 @@ def attention_figure(model: torch.nn.Module, vocab: Vocabulary, data: TextSet, p
     with torch.no_grad():
         logits, weights = model(torch.from_numpy(ids).to(next(model.parameters()).device))
     probs, weights = torch.sigmoid(logits).cpu().numpy(), weights.cpu().numpy()
-    fig, axes = plots.plt.subplots(len(picked), 1, figsize=(12, 1.5 * len(picked) + 0.6), squeeze=False)
+    fig, axes = plots.subplots(len(picked), 1, figsize=(12, 1.5 * len(picked) + 0.6), squeeze=False)
     for ax, row, w, p, i in zip(axes[:, 0], ids, weights, probs, picked, strict=True):
         keep = np.flatnonzero(row != PAD)[-MAX_WORDS:]
         ax.imshow(w[keep][None], cmap="Reds", aspect="auto", vmin=0)
@@ -41,13 +41,15 @@ def attention_figure(model: torch.nn.Module, vocab: Vocabulary, data: TextSet, p
         ax.set_title(f"true {CLASSES[data.labels[i]]}, p(pos) = {p:.2f}, weight on shown words "
                      f"{w[keep].sum():.2f}{cut}", fontsize=9)
     fig.suptitle(f"attention weights over {what}", fontsize=10)
-    return plots.save(fig, path)
+    return plots.save(fig, path, caption=f"Attention weights of the LSTM with attention over {what}, one row per "
+                      "review (its last words; darker red = more weight). A model that reads sentiment puts its "
+                      "weight on the words that carry it ('great', 'awful'), not evenly or on the last word alone.")
 
 
 def compare_figure(variants: list[dict], path: Path, what: str) -> Path:
     """Test accuracy per model: the mean over seeds as a bar, its 95% interval as the error bar (variants are a
     sweep summary's)."""
-    fig, ax = plots.plt.subplots(figsize=(6, 3.5))
+    fig, ax = plots.subplots(figsize=(6, 3.5))
     names = [v["name"] for v in variants]
     acc = [v["metrics"]["test_accuracy"] for v in variants]
     err = [[0 if a["std"] is None else a["mean"] - a["ci95_low"] for a in acc],
@@ -60,4 +62,6 @@ def compare_figure(variants: list[dict], path: Path, what: str) -> Path:
     ax.set(ylim=(0, 1.08), ylabel="test accuracy",
            title=f"test accuracy on {what} (mean, 95% interval; n = {', '.join(map(str, n))})")
     ax.legend(loc="lower right")
-    return plots.save(fig, path)
+    return plots.save(fig, path, caption=f"Test accuracy on {what} of each model, the mean over seeds as a bar "
+                      "and its 95% interval as the error bar; the dashed line is chance (0.5). Models whose bars "
+                      "overlap are not told apart by these seeds.")

@@ -123,17 +123,20 @@ def addition(cfg: AdditionConfig, ctx) -> dict:
 
 
 def _figure(run, models: list[str], lengths: list[int], by_length: dict, cfg: AdditionConfig) -> None:
-    fig, (ax1, ax2) = plots.plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = plots.subplots(1, 2, figsize=(10, 3.8))
     plots.curves(run.metrics("train"), [f"{m}_loss" for m in models], run / "addition.png", ax=ax1,
-                 title="training loss (cross-entropy per bit)", logy=True, labels=models)
+                 title="training loss", ylabel="cross-entropy per bit", logy=True, labels=models)
     for m in models:
         ax2.plot(lengths, by_length[m], marker="o", label=m)
     ax2.axvline(cfg.train_bits, color="grey", ls="--", lw=0.8, label=f"trained up to {cfg.train_bits} bits")
     ax2.set(xlabel="bits per number", ylabel="exact accuracy (whole sum right)", ylim=(-0.02, 1.02),
             title="does it generalise to longer numbers?")
     ax2.grid(alpha=0.3)
-    ax2.legend(loc="lower left")
-    plots.save(fig, run / "addition.png")
+    ax2.legend(loc="center right")  # the curves run along the top and the bottom
+    plots.save(fig, run / "addition.png", caption=f"Left: training loss of the learned adders on sums of up to "
+               f"{cfg.train_bits} bits. Right: the fraction of sums right in every bit against the numbers' length; "
+               f"a network that learned the carry rule stays near 1 to the right of the dashed line, one that only "
+               "fits the lengths it was trained on falls off there.")
 
 
 experiment("binary-addition", AdditionConfig,

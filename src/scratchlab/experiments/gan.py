@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -113,13 +114,19 @@ def fixed_grid_inputs(G: Generator, n: int = 64) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def save_grid(G: Generator, path: Path, title: str) -> None:
+def save_grid(G: Generator, path: Path, title: str, when: str = "") -> None:
+    """Samples of G from the same fixed latent vectors (and labels) at every call: grids at different steps
+    show the same samples as they learn."""
     z, y = fixed_grid_inputs(G, 80 if G.cfg.n_classes else 64)
     G.eval()
     dev = next(G.parameters()).device
     x = G(z.to(dev), None if y is None else y.to(dev))
     G.train()
-    plots.image_grid(M.to_uint8(x), path, nrow=10 if G.cfg.n_classes else 8, title=title)
+    per_class = " Column k is conditioned on class k." if G.cfg.n_classes else ""
+    plots.image_grid(M.to_uint8(x), path, nrow=10 if G.cfg.n_classes else 8, title=title,
+                     caption=f"Samples of the generator {when}, from the same latent vectors in every samples_*.png, "
+                     f"so the grids show the same samples learning.{per_class} Many near-copies of one kind of "
+                     "image is mode collapse.")
 
 
 def moving_average(records: list[dict[str, Any]], keys: list[str], window: int) -> list[dict[str, Any]]:
@@ -149,11 +156,11 @@ def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: st
     D = Discriminator(net).to(dev) if cfg.loss != "mse" else None
     trainer = GANTrainer(G, D, tcfg, data, labels if net.n_classes else None)
     if not (ctx.resume and (run / "samples_start.png").exists()):
-        save_grid(G, run / "samples_start.png", f"{name}: step 0")
+        save_grid(G, run / "samples_start.png", f"{name}: step 0", "before training (noise)")
 
     def step(i: int) -> dict[str, float]:
         if i == cfg.steps // 2:
-            save_grid(trainer.sampler, run / "samples_middle.png", f"{name}: step {i}")
+            save_grid(trainer.sampler, run / "samples_middle.png", f"{name}: step {i}", f"half-way, at step {i}")
         return trainer.step(i)
 
     def evaluate(i: int) -> dict[str, float]:
@@ -163,15 +170,28 @@ def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: st
 
     fit(step, cfg.steps, ctx, state=trainer.state(), eval_fn=evaluate, eval_every=cfg.eval_every,
         monitor="none", desc=name, config={"net": dataclasses.asdict(net)})
-    save_grid(trainer.sampler, run / "samples_end.png", f"{name}: step {cfg.steps}")
+    save_grid(trainer.sampler, run / "samples_end.png", f"{name}: step {cfg.steps}", f"at the end, step {cfg.steps}")
     window = max(1, cfg.steps // 100)
     records = moving_average(run.metrics("train"), ["g_loss", "d_loss", "d_real", "d_fake"], window)
     avg = f" (mean of {window} rounds)" if window > 1 else ""
-    plots.curves(records, ["g_loss", "d_loss"], run / "losses.png", title=f"{name}: losses{avg}")
+    game = ("In a working game both stay roughly level; a discriminator loss that keeps falling while the "
+            "generator's climbs means D is winning and G learns less and less." if D is not None else
+            "No discriminator: G fits the pixels of random data batches, whose best answer is the mean image.")
+    plots.curves(records, ["g_loss", "d_loss"], run / "losses.png", title=f"{name}: losses{avg}",
+                 labels=["G (g_loss)", "D (d_loss)"], ylabel=f"{cfg.loss} loss",
+                 caption=f"Generator and discriminator losses ({cfg.loss}){avg}. {game}")
     if D is not None:
         plots.curves(records, ["d_real", "d_fake"], run / "d_outputs.png", labels=["D(real)", "D(fake)"],
-                     title=f"{name}: mean D(x), D(G(z)){avg}")
-    plots.curves(run.metrics("eval"), ["kl_uniform"], run / "kl_curve.png", title=f"{name}: KL(labels || uniform)")
+                     title=f"{name}: mean D(x), D(G(z)){avg}",
+                     ylabel="mean D (probability)" if cfg.loss == "vanilla" else "mean D (raw score)",
+                     caption=f"The discriminator's mean output on real images and on generated ones{avg}. The gap "
+                     "between the curves is how easily D tells them apart: it should stay open without running "
+                     "away (a gap that keeps widening means G has stopped fooling D).")
+    plots.curves(run.metrics("eval"), ["kl_uniform"], run / "kl_curve.png", title=f"{name}: KL(labels || uniform)",
+                 ylabel="KL (nats)", caption="KL divergence from the uniform distribution to the labels that the "
+                 "evaluation classifier gives generated samples: 0 when every class is generated equally often, "
+                 f"log {judge.n_classes} = {math.log(judge.n_classes):.2f} nats when all samples fall in one class "
+                 "(mode collapse). Falling is good.")
     final = M.evaluate_generator(trainer.sampler, judge.model, judge.reference, n=cfg.n_eval,
                                  n_classes=judge.n_classes)
     return {**final, "frechet_floor_train_vs_test": judge.floor, "steps": cfg.steps,
@@ -233,7 +253,9 @@ def cgan(cfg: CGANConfig, ctx: Context) -> dict[str, Any]:
     labels = torch.arange(len(classes)).repeat_interleave(3)  # (3K,): 3 samples per class, one class per row
     x = M.generate(G, len(labels), labels=labels, generator=torch.Generator().manual_seed(7))
     plots.image_grid(M.to_uint8(x), ctx.run / "per_class.png", nrow=3, row_labels=classes,
-                     title="cgan: 3 per class")
+                     title="cgan: 3 per class", caption="Three samples per class from the conditional generator, "
+                     "one row per requested class: each row should show that class (label_accuracy is how often "
+                     "the evaluation classifier agrees) and the three should differ.")
     return summary
 
 
@@ -256,7 +278,10 @@ def gan_interpolate(cfg: InterpolateConfig, ctx: Context) -> dict[str, Any]:
     with torch.no_grad():
         x = G(z, y)
     plots.image_grid(M.to_uint8(x), ctx.run / "interpolation.png", nrow=cfg.steps_between + 2,
-                     title=f"linear interpolation in z: {cfg.steps_between} steps between two samples")
+                     title=f"linear interpolation in z: {cfg.steps_between} steps between two samples",
+                     caption="Each row walks in a straight line through latent space from one sample (left) to "
+                     "another (right). Smooth changes through plausible images mean G learned a continuous map; "
+                     "abrupt jumps or blurry midpoints mean it memorised a few images.")
     return summary
 
 
@@ -285,35 +310,48 @@ def first_run(run: RunDir, variant: str) -> Path:
     return run.path / variant / f"seed{run.read_json('config.json')['seed']}"
 
 
-def comparison_figures(summary: dict[str, Any], run: RunDir, title: str) -> dict[str, Any]:
-    """The `finish` of every GAN sweep: label histograms, final samples and KL curves of each variant's first
-    seed (the table and errorbars.png have every seed)."""
-    plt = plots.plt
+def comparison_figures(summary: dict[str, Any], run: RunDir, title: str, classes: list[str]) -> dict[str, Any]:
+    """The `finish` of every GAN sweep: label histograms (bars named by the data set's `classes`), final samples
+    and KL curves of each variant's first seed (the table and errorbars.png have every seed)."""
     names = [v["name"] for v in summary["variants"] if v["n"]]
     results = {n: RunDir(first_run(run, n)).read_json("summary.json") for n in names}
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], names, strict=True):
-        r = results[name]
-        ax.bar(range(len(r["histogram"])), r["histogram"])
-        ax.axhline(1 / len(r["histogram"]), color="k", lw=0.8, ls="--")  # the uniform share
-        ax.set(title=f"{name}\nKL {r['kl_uniform']:.3f}", xlabel="predicted class", xticks=range(10))
-    axes[0][0].set_ylabel("fraction of samples")
-    fig.suptitle(f"{title}: predicted labels of generated samples (first seed)")
-    plots.save(fig, run / "label_histograms.png")
+    label_histograms(results, classes, run / "label_histograms.png", title)
     grids = [M.to_uint8(M.generate(load_generator(first_run(run, n)), 10, generator=torch.Generator().manual_seed(3),
                                    labels=torch.arange(10) if "label_accuracy" in results[n] else None))
              for n in names]
     plots.image_grid(np.concatenate(grids), run / "final_samples.png", nrow=10, row_labels=names,
-                     title=f"{title}: final samples (first seed)")
-    fig, ax = plt.subplots(figsize=(6, 4))
+                     title=f"{title}: final samples (first seed)",
+                     caption="Ten samples from each variant's final generator (first seed), one row per variant "
+                     "(conditional ones: classes 0-9 left to right). Compare variety within a row: a row of "
+                     "near-copies is mode collapse, a row of blurs the mean image.")
+    fig, ax = plots.subplots(figsize=(6, 4))
     for name in names:
         recs = RunDir(first_run(run, name)).metrics("eval")
         ax.plot([r["step"] for r in recs], [r["kl_uniform"] for r in recs], marker="o", label=name)
-    ax.set(title=f"{title}: KL(labels || uniform) during training (first seed)", xlabel="step", ylabel="nats")
+    ax.set(title=f"{title}: KL(labels || uniform) (first seed)", xlabel="step", ylabel="KL (nats)")
+    plots.integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend()
-    plots.save(fig, run / "kl_curves.png")
+    plots.save(fig, run / "kl_curves.png", caption="KL divergence from uniform of the classes of generated "
+               "samples during training, per variant (first seed): lower means the classes are generated more "
+               f"evenly; log {len(classes)} = {math.log(len(classes)):.2f} nats is every sample in one class.")
     return {}
+
+
+def label_histograms(results: dict[str, dict[str, Any]], classes: list[str], path: Path, title: str) -> Path:
+    """One panel per variant: the share of generated samples the evaluation classifier puts in each class."""
+    fig, axes = plots.subplots(1, len(results), figsize=(1.3 + 2.2 * len(results), 3.2), squeeze=False, sharey=True)
+    for ax, (name, r) in zip(axes[0], results.items(), strict=True):
+        ax.barh(range(len(r["histogram"])), r["histogram"])
+        ax.axvline(1 / len(r["histogram"]), color="k", lw=0.8, ls="--")  # the uniform share
+        ax.set(title=f"{name}\nKL {r['kl_uniform']:.3f}", xlabel="fraction of samples")
+    axes[0][0].set_yticks(range(len(classes)), classes, fontsize=8)
+    axes[0][0].set_ylim(len(classes) - 0.5, -0.5)  # class 0 on top, as in the data set's list
+    axes[0][0].set_ylabel("predicted class")
+    fig.suptitle(f"{title}: predicted classes of generated samples (first seed)", fontsize=10)
+    return plots.save(fig, path, caption="The classes the evaluation classifier gives each variant's generated "
+                      "samples (first seed); the dashed line is the uniform share. Bars all near it: every class "
+                      "is generated (KL near 0); a few long bars: the generator covers only those classes.")
 
 
 def sample_variant(run_dir: Path, n: int) -> dict[str, np.ndarray]:
@@ -384,4 +422,5 @@ def gan_d_g_ratio(cfg: RatioConfig) -> Plan:
 
 for _name in ("gan-compare", "wgan-clip-sweep", "gan-d-g-ratio"):
     hook(_name, "sample")(sample_variant)
-    hook(_name, "finish")(lambda cfg, summary, run, _n=_name: comparison_figures(summary, run, _n))
+    hook(_name, "finish")(lambda cfg, summary, run, _n=_name: comparison_figures(
+        summary, run, _n, load_data(cfg.base.dataset, "test").classes))

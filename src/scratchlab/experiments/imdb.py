@@ -15,7 +15,6 @@ loss, and the test split is scored once, with it.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +174,10 @@ def train_model(cfg: ImdbConfig, ctx: Context, data: tuple[imdb.TextSet, ...]) -
                  monitor="loss", mode="min", desc=f"imdb {cfg.model}", config=C.to_dict(cfg))
     checkpoint.restore(checkpoint.load(ctx.run / "checkpoint.pt", ctx.device), restore_rng=False, model=model)
     test_metrics = evaluate(model, xte, yte)
-    plots.train_eval_curves(ctx.run, ctx.run / "curves.png", title=cfg.model)
+    plots.train_eval_curves(ctx.run, ctx.run / "curves.png", title=cfg.model,
+                            caption=f"Loss and accuracy of the {cfg.model} model on training batches (train) and "
+                            "on the validation reviews (eval); the test score is from the step of lowest "
+                            "validation loss, so a later rise of the eval loss (overfitting) costs nothing.")
     if cfg.model == "lstm-attention" and cfg.figure_reviews > 0:
         attention_figure(model, vocab, test, ctx.run / "attention.png", cfg.figure_reviews, data_label(cfg))
     return {"data": train.source if cfg.corpus == "imdb" else SYNTHETIC_NOTE, "model": cfg.model,
@@ -221,7 +223,7 @@ def compare_finish(cfg: CompareConfig, summary: dict, run: RunDir) -> dict:
     for v in ok:
         fig = run / v["name"] / f"seed{first}" / "attention.png"
         if fig.exists():  # the report shows the top folder's figures
-            shutil.copyfile(fig, run / f"attention_{v['name']}.png")
+            plots.copy(fig, run / f"attention_{v['name']}.png")
     data = RunDir(run / ok[0]["name"] / f"seed{first}").read_json("summary.json")["data"] if ok else ""
     best = min(ok, key=lambda v: v["metrics"]["best_val_loss"]["mean"])["name"] if ok else None
     return {"data": data, "best_model": best}
