@@ -41,7 +41,7 @@ def test_importing_scratchlab_and_drawing_leaves_the_backend_and_pyplot_alone():
         import json, sys
         import matplotlib
         fresh = dict.__getitem__(matplotlib.rcParams, "backend")
-        import scratchlab, scratchlab.run.plots as plots, scratchlab.experiments as ex
+        import scratchlab, scratchlab.run.plots as plots, scratchlab.experiments as ex, scratchlab.runner
         ex.load_all()
         fig, ax = plots.subplots()
         ax.plot([0, 1], [1, 0])
