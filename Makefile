@@ -7,7 +7,7 @@ FASHION := /usr/share/datasets/fashion-mnist
 
 setup: data
 	$(PIP) install -q torch==2.13.0          # CPU build; must come before anything that depends on torch
-	$(PIP) install -q -e '.[dev,ray]'
+	$(PIP) install -q -e '.[dev,ray,tensorboard]'
 	-$(PY) -c "import scratchlab.rnn._cext as c; c.main()"  # compiled LSTM loops; on failure the Python ones run
 
 # Real Fashion-MNIST from Debian (offline). Skipped quietly when already there or when apt is unavailable.

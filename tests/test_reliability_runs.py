@@ -78,7 +78,9 @@ def rel_registered():
 
 
 def records(run: str | Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    """metrics.jsonl's records without their wall-clock `time`, which differs between any two runs."""
+    return [{k: v for k, v in json.loads(line).items() if k != "time"}
+            for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
 
 def summary(run: str | Path) -> dict:

@@ -12,6 +12,7 @@
     scratchlab predict RUN_DIR "text" | - | --file FILE
     scratchlab add 100111 110010 [--trace]
     scratchlab data [list | fetch NAME]
+    scratchlab export RUN_DIR --tensorboard         event files from metrics.jsonl (a sweep: each of its runs)
     scratchlab --version
 
 Errors are one line naming the problem (`--debug` shows the traceback instead).
@@ -226,6 +227,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from scratchlab.run import events
+
+    if not args.tensorboard:
+        raise ValueError("export: say which format to write: --tensorboard (the only one so far)")
+    done = events.export(args.run_dir)
+    for path, n in done:
+        print(f"{path}: {n} events")
+    print(f"wrote TensorBoard event files for {len(done)} run{'s' * (len(done) != 1)}; view them with "
+          f"`tensorboard --logdir {args.run_dir}`")
+    return 0
+
+
 class _RunHelp(argparse.Action):
     """-h/--help of `run` and `sweep`: the options, then NAME's config fields when NAME came before it."""
 
@@ -362,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["list", "fetch"])
     s.add_argument("name", nargs="?")
     s.set_defaults(fn=_cmd_data)
+
+    s = sub.add_parser("export", help="write an existing run's metrics for another tool (TensorBoard)")
+    s.add_argument("run_dir", help="a run directory, or a sweep's (every run in it)")
+    s.add_argument("--tensorboard", action="store_true",
+                   help="TensorBoard event files from metrics.jsonl, replacing any already there")
+    s.set_defaults(fn=_cmd_export)
     for s in sub.choices.values():
         s.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     return p

@@ -2,7 +2,9 @@
 
     config.json     {"experiment", "seed", "device", "quick", "config": {...}}
     meta.json       argv, versions (every installed distribution's too), git commit, start time, host facts
-    metrics.jsonl   one JSON object per logged step ({"step": ..., "split": ..., <metric>: ...})
+    metrics.jsonl   one JSON object per logged step ({"step": ..., "split": ..., "time": ..., <metric>: ...});
+                    time is the wall clock (seconds since 1970) when it was logged
+    events.out.tfevents.*  the same scalars for TensorBoard, when tensorboard is installed (see events.py)
     summary.json    flat JSON of the final numbers
     *.png           figures
     checkpoint.pt   best model (+ optimiser, step, config, RNG state); last.pt is the resume point
@@ -127,6 +129,7 @@ class RunDir:
     def __init__(self, path: str | Path, create: bool = False):
         self.path = Path(path)
         self._lock: int | None = None
+        self._events: Path | None = None  # this process's TensorBoard event file (events.py), once it logs
         if create:
             _mkdir(self.path)
 
@@ -235,10 +238,18 @@ class RunDir:
         return self.path.is_dir()
 
     def log(self, step: int, split: str = "train", **metrics: Any) -> None:
-        """Append one record to metrics.jsonl."""
-        record = {"step": int(step), "split": split, **_jsonable(metrics)}
+        """Append one record to metrics.jsonl, stamped with the wall-clock `time`; with tensorboard installed,
+        also to this process's event file."""
+        if "time" in metrics:
+            raise ValueError(f"log: 'time' is the record's own wall-clock field; name the metric otherwise "
+                             f"(got time={metrics['time']!r})")
+        record = {"step": int(step), "split": split, "time": round(time.time(), 3), **_jsonable(metrics)}
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        from scratchlab.run import events
+
+        if events.available():
+            self._events = events.append(self._events, self.path, [record])
 
     def metrics(self, split: str | None = None) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -262,6 +273,10 @@ class RunDir:
         """On resume: drop records logged after the checkpoint's step, so curves do not double back."""
         kept = [r for r in self.metrics() if r["step"] <= after_step]
         atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        from scratchlab.run import events
+
+        if events.available():  # the event files hold what metrics.jsonl holds
+            self._events = events.rewrite(self.path, kept)
 
     def figures(self) -> list[Path]:
         return sorted(self.path.glob("*.png"))
