@@ -49,8 +49,17 @@ def test_grid_parsing_and_workers():
                                                                       "hidden": ["(64,32)", "(128,)"]}
     with pytest.raises(ValueError, match="expected KEY=V1,V2"):
         parse_grid(["model"])
-    n, threads = plan_workers(10)
-    assert n * threads <= len(os.sched_getaffinity(0)) and plan_workers(1) [0] == 1
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        n, threads = plan_workers(10)
+        assert n * threads <= min(2, len(os.sched_getaffinity(0))) and plan_workers(1)[0] == 1
+        torch.set_num_threads(1)  # --threads 1: one worker, one thread
+        assert plan_workers(10) == (1, 1) and plan_workers(10, workers=2) == (2, 1)
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------------ a toy sweep

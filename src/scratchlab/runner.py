@@ -16,11 +16,15 @@ from scratchlab import experiments
 from scratchlab.run import config as C
 from scratchlab.run import report
 from scratchlab.run.rundir import RunDir
-from scratchlab.sweep.engine import build_config, grid_plan, run_one, run_sweep
+from scratchlab.sweep.engine import build_config, clock, grid_plan, run_one, run_sweep
 from scratchlab.sweep.executors import KINDS
 
 run_experiment = run_one  # one run: see scratchlab.sweep.engine.run_one
 __all__ = ["build_config", "reproduce", "run_experiment", "sweep"]
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # noqa: T201
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -112,16 +116,21 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, device: st
     entries, ok = [], True
     exps = experiments.load_all()
     names = only or [n for n, e in exps.items() if e.in_reproduce]
-    for name in names:
+    start = time.perf_counter()
+    for k, name in enumerate(names):
+        if k:
+            elapsed = time.perf_counter() - start
+            eta = clock(elapsed / k * (len(names) - k))
+            say(f"[reproduce] {k}/{len(names)} experiments done, elapsed {clock(elapsed)}, rough ETA {eta}")
         exp = experiments.get(name)
         n_seeds = 2 if quick else exp.seeds
         cfg = build_config(name, (), quick)
         reason = exp.available(cfg) if exp.available else None
         if reason:
-            print(f"[reproduce] {name}: skipped: {reason}", file=sys.stderr)  # noqa: T201
-            entries.append(report.Entry(name, exp.help, "skipped", detail=reason))
+            say(f"[reproduce] {name}: skipped: {reason}")
+            entries.append(report.Entry(name, exp.help, "skipped", detail=reason, **_prose(name, {})))
             continue
-        print(f"[reproduce] {name} ...", file=sys.stderr)  # noqa: T201
+        say(f"[reproduce] {k + 1}/{len(names)} {name} over {n_seeds} seeds ...")
         t0 = time.perf_counter()
         try:
             if exp.plan is not None:  # a multi-run experiment: its own variants, over n_seeds seeds each
@@ -134,17 +143,31 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, device: st
         except Exception as e:  # one broken experiment must not lose the others' results
             ok = False
             detail = f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
-            print(f"[reproduce] {name}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)  # noqa: T201
-            entries.append(report.Entry(name, exp.help, "failed", detail=detail))
+            say(f"[reproduce] {name}: FAILED: {type(e).__name__}: {e}")
+            entries.append(report.Entry(name, exp.help, "failed", detail=detail, **_prose(name, {})))
             continue
-        print(f"[reproduce] {name}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)  # noqa: T201
+        say(f"[reproduce] {name}: done in {time.perf_counter() - t0:.1f}s")
         ok = ok and not summary.get("failed")
         entries.append(report.Entry(name, exp.help, "failed" if summary.get("failed") else "ok", run_dir=run.path,
-                                    summary=summary, detail=_failures(summary)))
-    path = report.write(out / "report.html", report.merge_entries(out, entries, quick=quick), quick=quick)
+                                    summary=summary, detail=_failures(summary), **_prose(name, summary)))
+    command = "scratchlab reproduce" + (" --quick" if quick else "") + (f" --only {' '.join(only)}" if only else "")
+    path = report.write(out / "report.html", report.merge_entries(out, entries, quick=quick), quick=quick,
+                        command=command)
     return path, ok
 
 
 def _failures(summary: dict[str, Any]) -> str:
     return "\n".join(f"{v['name']} seed {e['seed']}: {e['error']}" for v in summary.get("variants", [])
                      for e in v.get("errors", []))
+
+
+def _prose(name: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the report says about experiment `name`, and the meanings of the metrics its summary has."""
+    from dataclasses import asdict
+
+    from scratchlab.experiments import _about
+
+    about = _about.ABOUT.get(name)
+    fields = {k for v in summary.get("variants", []) for k in v.get("metrics", {})} | set(summary)
+    glossary = {f: m for f in sorted(fields) if (m := _about.meaning(f))}
+    return {"about": asdict(about) if about else {}, "glossary": glossary}

@@ -113,7 +113,7 @@ def run_one(name: str, overrides: list[str] | dict[str, Any] = (), *, quick: boo
         t0 = time.perf_counter()
         if exp.plan is not None:
             summary = run_sweep(exp.plan(cfg), run, quick=quick, seed=seed, device=device, resume=resume,
-                                executor=executor, workers=workers)
+                                executor=executor, workers=workers, name=name)
             if exp.finish is not None:
                 summary |= exp.finish(cfg, summary, run) or {}
         else:
@@ -222,14 +222,15 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)  # noqa: T201
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """h:mm:ss"""
     s = int(round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def run_sweep(plan: Plan, run: RunDir, *, quick: bool = False, seed: int = 0, device: str = "auto",
               resume: bool = False, executor: str = "local", workers: int = 0,
-              ray_address: str | None = None) -> dict[str, Any]:
+              ray_address: str | None = None, name: str | None = None) -> dict[str, Any]:
     """Run `plan` into run.path/<variant>/seed<k>/ and aggregate it; returns the sweep's summary (the caller
     writes summary.json). Writes table.md, errorbars.png and metrics.jsonl (one record per run, split "run")."""
     from scratchlab.sweep.executors import execute
@@ -242,7 +243,8 @@ def run_sweep(plan: Plan, run: RunDir, *, quick: bool = False, seed: int = 0, de
             outcomes[job] = {"status": "ok", "summary": json.loads((Path(job.out) / "summary.json").read_text()),
                              "error": "", "seconds": 0.0}
     pending = [Job(**{**asdict(j), "resume": states[j] == "interrupted"}) for j in jobs if j not in outcomes]
-    tag = f"[sweep {plan.experiment}]"
+    name = name or plan.experiment  # what the sweep is called: a multi-run experiment's name, or the experiment's
+    tag = f"[sweep {name}]"
     if outcomes:
         _say(f"{tag} {len(outcomes)}/{len(jobs)} runs already complete; running {len(pending)}")
     t0, done = time.perf_counter(), 0
@@ -254,11 +256,11 @@ def run_sweep(plan: Plan, run: RunDir, *, quick: bool = False, seed: int = 0, de
         eta = elapsed / done * (len(pending) - done)
         what = "done" if outcome["status"] == "ok" else f"FAILED: {outcome['error']}"
         _say(f"{tag} {len(outcomes)}/{len(jobs)} {job.variant} seed{job.seed} {what} ({outcome['seconds']:.1f} s)"
-             f" | elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
+             f" | elapsed {clock(elapsed)}, ETA {clock(eta)}")
     summary = aggregate(plan, [(job, outcomes[job]) for job in jobs])
     summary["headline"] = headline_metrics(plan, summary)
     summary["executor"] = executor
-    _write_outputs(plan, summary, [(job, outcomes[job]) for job in jobs], run)
+    _write_outputs(plan, summary, [(job, outcomes[job]) for job in jobs], run, name)
     return summary
 
 
@@ -292,7 +294,7 @@ def headline_metrics(plan: Plan, summary: dict[str, Any], most: int = 6) -> list
     return [k for k in varying if k != "wall_seconds"][:most]
 
 
-def table_markdown(summary: dict[str, Any], metrics: list[str]) -> str:
+def table_markdown(summary: dict[str, Any], metrics: list[str], name: str = "") -> str:
     """Variant rows, metric columns: mean ± std (n), then the 95% interval."""
     head = "| variant | n | failed | " + " | ".join(metrics) + " |\n|---|---|---|" + "---|" * len(metrics) + "\n"
     rows = ""
@@ -303,18 +305,18 @@ def table_markdown(summary: dict[str, Any], metrics: list[str]) -> str:
             cells.append("" if s is None else stats.fmt(s, n=False) + ("" if s["std"] is None else
                                                              f" [{s['ci95_low']:.4g}, {s['ci95_high']:.4g}]"))
         rows += f"| {v['name']} | {v['n']} | {v['failed']} | " + " | ".join(cells) + " |\n"
-    return (f"{summary['experiment']}: mean ± std over the n runs of each variant, [95% interval]; {summary['ci']}."
+    return (f"{name or summary['experiment']}: mean ± std over the n runs of each variant, [95% interval]; {summary['ci']}."
             "\n\n"
             f"{head}{rows}")
 
 
 def _write_outputs(plan: Plan, summary: dict[str, Any], results: list[tuple[Job, dict[str, Any]]],
-                   run: RunDir) -> None:
+                   run: RunDir, name: str) -> None:
     metrics = summary["headline"]
-    atomic_write_text(run / "table.md", table_markdown(summary, metrics or ["wall_seconds"]))
-    if metrics:
+    atomic_write_text(run / "table.md", table_markdown(summary, metrics or ["wall_seconds"], name))
+    if metrics and len(summary["variants"]) > 1:  # one setting: its table says it all
         plots.errorbars(summary["variants"], metrics, run / "errorbars.png",
-                        title=f"{plan.experiment}: mean and 95% interval over seeds")
+                        title=f"{name}: mean and 95% interval over seeds")
     lines = []
     for i, (job, o) in enumerate(results):
         s = o["summary"] or {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -41,13 +42,20 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def budget() -> int:
+    """The threads a sweep may use in all: the cores this process may run on, or fewer when torch's thread count
+    was lowered (`--threads N` sets it), so `--threads 1` means one worker with one thread."""
+    torch = sys.modules.get("torch")
+    return max(1, min(cores(), torch.get_num_threads() if torch is not None else cores()))
+
+
 def plan_workers(n_jobs: int, workers: int = 0) -> tuple[int, int]:
-    """(processes, threads per process): `workers` or one per core, never more than the jobs, threads filling
-    the cores without oversubscribing them."""
+    """(processes, threads per process): `workers`, else one per thread of the budget, never more than the jobs;
+    threads per process fill the budget without oversubscribing it (at least one)."""
     if workers < 0:
         raise ValueError(f"--workers: expected 0 (one per core) or more, got {workers}")
-    n = max(1, min(n_jobs, workers or cores()))
-    return n, max(1, cores() // n)
+    n = max(1, min(n_jobs, workers or budget()))
+    return n, max(1, budget() // n)
 
 
 def set_threads(threads: int) -> None:

@@ -118,8 +118,13 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
-def _fmt(metrics: dict[str, float]) -> dict[str, str]:
-    return {k: f"{v:.4g}" for k, v in metrics.items() if isinstance(v, float | int)}
+def _fmt(metrics: dict[str, float], ev: dict[str, float] | None = None, most: int = 4) -> dict[str, str]:
+    """The progress bar's postfix: at most `most` short entries, losses and accuracies first (eval ones as val_*),
+    so the bar keeps its width at 80 columns."""
+    items = list(metrics.items()) + [(f"val_{k}", v) for k, v in (ev or {}).items()]
+    items = [(k, v) for k, v in items if isinstance(v, float | int)]
+    ranked = sorted(items, key=lambda kv: not any(w in kv[0] for w in ("loss", "acc")))  # stable: keeps order
+    return {k[:12]: f"{v:.3g}" for k, v in ranked[:most]}
 
 
 def _check_finite(metrics: dict[str, float], split: str, step: int, desc: str, run: RunDir) -> None:
@@ -200,7 +205,7 @@ def fit(
                         save("checkpoint.pt", step)
                     stopped_early = stop_fn is not None and bool(stop_fn(step, ev))
                     save("last.pt", step)
-                    bar.set_postfix({**_fmt(metrics), **_fmt(ev)}, refresh=False)
+                    bar.set_postfix(_fmt(metrics, ev), refresh=False)
                     if stopped_early:
                         break
                 if stop.signum is not None:  # Ctrl-C / SIGTERM during this step: it is complete, keep it

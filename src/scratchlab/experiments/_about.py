@@ -1,0 +1,121 @@
+"""What the report says about each experiment and each number: the prose of report.html, in one place.
+
+ABOUT[name]: what the experiment reproduces and from which course or paper, the headline metrics a reader should
+look at first, what a full-budget reproduction gives (with the docs page that measured it), and the docs page.
+GLOSSARY[metric]: what a summary field means (a field not listed is explained by its experiment's docs page).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class About:
+    reproduces: str  # one or two sentences: the question, the setting, the source
+    headline: tuple[str, ...] = ()  # the summary fields to read first (a sweep's own headline comes from its plan)
+    expected: str = ""  # what the full budget gives, over seeds, as docs/ records it
+    doc: str = ""  # the docs page with the measurements
+
+
+UVA = "the UvA Deep Learning course's practicals (assignment 2: recurrent networks)"
+ABOUT: dict[str, About] = {
+    "palindrome": About(
+        f"From {UVA}: a recurrent network reads the first T-1 digits of a palindrome and must predict the last, "
+        "which equals the first, so it has to carry one digit across T-1 steps.",
+        ("test_accuracy", "steps", "converged"), doc="docs/sequences.md"),
+    "palindrome-sweep": About(
+        f"The question of {UVA}: how the test accuracy of an RNN, an LSTM and a GRU falls as the palindrome "
+        "length T grows, each setting over several seeds, with the training recipe of docs/sequences.md.",
+        doc="docs/sequences.md"),
+    "binary-addition": About(
+        "An Elman RNN with hand-set weights that adds binary numbers exactly (checked on every pair of 8-bit "
+        "numbers), and an RNN and an LSTM trained on sums of up to 8 bits, tested on 32-bit sums: does learning "
+        "generalise to longer numbers?",
+        ("adder_exact_accuracy", "rnn_exact_accuracy_32bit", "lstm_exact_accuracy_32bit"), doc="docs/sequences.md"),
+    "memorise": About(
+        "A character-level LSTM memorises one sentence; scratchlab.rnn.LSTM and torch.nn.LSTM start from the "
+        "same weights and see the same data, so their loss curves should coincide.",
+        ("max_loss_difference", "chars_right_ours", "chars_right_torch"), doc="docs/sequences.md"),
+    "mlp-numpy": About(
+        "From the UvA course's assignment 1: a multi-layer perceptron trained from scratch in scratchlab's "
+        "NumPy autograd engine (784-512-256-10 on Fashion-MNIST by default).",
+        ("test_accuracy", "best_val_accuracy"), doc="docs/design.md"),
+    "imdb": About(
+        "Sentiment classification of IMDB reviews (Maas et al. 2011) with one model: an LSTM, an LSTM with "
+        "attention over its hidden states, a GRU, an MLP or a bag of embeddings.",
+        ("test_accuracy", "test_loss"), doc="docs/imdb.md"),
+    "imdb-compare": About("The five sentiment models of `imdb` on the same data, each over several seeds.",
+                          doc="docs/imdb.md"),
+    "gan": About(
+        "One generative adversarial network (Goodfellow et al. 2014) of MLPs on Fashion-MNIST, judged by an "
+        "evaluation classifier: do its samples look like data (Frechet distance) and cover every class?",
+        ("frechet", "kl_uniform", "classes_covered"), doc="docs/gan.md"),
+    "cgan": About(
+        "A conditional GAN (Mirza & Osindero 2014): the label goes into G and D, so one can ask for a class; "
+        "the evaluation classifier checks the generated images are of the class asked for.",
+        ("label_accuracy", "frechet", "kl_uniform"), doc="docs/gan.md"),
+    "gan-interpolate": About("Linear interpolation between two latent vectors of a trained GAN: a smooth path of "
+                             "images means the generator has not memorised isolated samples.",
+                             ("frechet", "kl_uniform"), doc="docs/gan.md"),
+    "gan-compare": About(
+        "The GAN losses of the literature on one budget: vanilla (Goodfellow et al. 2014), least squares (Mao et "
+        "al. 2017), Wasserstein with weight clipping (Arjovsky et al. 2017), a generator trained by MSE alone, "
+        "unrolled (Metz et al. 2017) and conditional; mode collapse shows as a high KL to uniform and few classes.",
+        doc="docs/gan.md"),
+    "wgan-clip-sweep": About("The WGAN paper's weight clipping c over four orders of magnitude (Arjovsky et al. "
+                             "2017): too large a c gives no Lipschitz bound, too small a critic that is nearly "
+                             "constant.", doc="docs/gan.md"),
+    "gan-d-g-ratio": About("Discriminator updates per generator update, 1:1 against 5:2, for the same number of "
+                           "generator updates.", doc="docs/gan.md"),
+    "cyclegan-digits": About(
+        "CycleGAN (Zhu et al. 2017) between MNIST and house-number digits, with (K+1)-class discriminators as in "
+        "the MNIST <-> SVHN exercise: does a translated digit keep its label, both ways?",
+        ("label_preservation_x2y", "label_preservation_y2x", "no_translation_x2y", "no_translation_y2x"),
+        doc="docs/results/cyclegan-digits.md"),
+}
+
+GLOSSARY: dict[str, str] = {
+    "test_accuracy": "fraction of the held-out test set classified right",
+    "test_loss": "mean cross-entropy on the test set (nats)",
+    "best_val_loss": "lowest validation loss seen during training; the checkpoint kept is that one",
+    "best_val_accuracy": "highest validation accuracy seen during training",
+    "steps": "optimiser steps (or adversarial rounds) run; a converged run stops before its budget",
+    "converged": "the run met its convergence test before the budget ran out (as a mean over seeds: the fraction "
+                 "of seeds that did)",
+    "train_accuracy_window": "mean training accuracy over the last evaluation window",
+    "largest_T": "largest palindrome length up to which the mean test accuracy stays above the threshold at every "
+                 "swept length",
+    "adder_exact_accuracy": "fraction of the 65,536 pairs of 8-bit numbers the hand-set RNN adds exactly (must be 1)",
+    "exact_accuracy": "fraction of test sums with every bit right",
+    "bit_accuracy": "fraction of output bits right",
+    "max_loss_difference": "largest |loss(scratchlab LSTM) - loss(torch.nn.LSTM)| over training, same start",
+    "chars_right": "characters of the sentence read back right by greedy decoding",
+    "frechet": "Frechet distance between Gaussians fitted to the evaluation classifier's features of generated and "
+               "of test images (lower is closer to the data; compare with the floor)",
+    "frechet_floor_train_vs_test": "the same distance between real training and real test images: what a perfect "
+                                   "generator would score",
+    "kl_uniform": "KL(predicted labels of the samples || uniform) in nats: 0 when every class is generated equally "
+                  "often; mode collapse raises it (log 10 = 2.30 when only one class is generated)",
+    "classes_covered": "classes among the samples' predicted labels (of 10)",
+    "label_accuracy": "conditional models: fraction of samples the evaluation classifier gives the class asked for",
+    "classifier_test_accuracy": "the evaluation classifier's own accuracy on real test images: a ceiling for label "
+                                "accuracy",
+    "d_updates": "discriminator (critic) updates", "g_updates": "generator updates",
+    "label_preservation": "fraction of translated test digits that the target domain's classifier gives their "
+                          "source label (x2y: MNIST to the target domain, y2x: back)",
+    "no_translation": "the same classifier on untranslated digits (only resized / recoloured): the baseline a "
+                      "translation has to beat",
+    "cycle_mse": "mean squared error of x -> G -> F back to x (cycle consistency), pixels in [-1, 1]",
+    "wall_seconds": "wall-clock time of the run",
+}
+
+
+def meaning(metric: str) -> str | None:
+    """GLOSSARY's entry for `metric`, also for the families (rnn_exact_accuracy_32bit, label_preservation_x2y)."""
+    if metric in GLOSSARY:
+        return GLOSSARY[metric]
+    for key in sorted(GLOSSARY, key=len, reverse=True):
+        if key in metric:
+            return GLOSSARY[key]
+    return None
