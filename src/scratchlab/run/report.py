@@ -65,8 +65,9 @@ table { border-collapse: collapse; font-size: 0.88em; margin: .6em 0; }
 td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #fafafa; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-img { max-width: 100%; border: 1px solid #eee; }
-figure { margin: 1em 0; } figcaption { font-size: .85em; color: #555; }
+img { max-width: 100%; max-height: 360px; border: 1px solid #eee; }
+.figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: .2em 1.2em; }
+figure { margin: .6em 0; } figcaption { font-size: .82em; color: #555; }
 details { margin: .5em 0; } summary { cursor: pointer; color: #245; }
 .skipped { color: #a60; } .failed { color: #b00; } .ok { color: #070; }
 .note { color: #555; font-size: .9em; }
@@ -178,17 +179,19 @@ def _figures(e: Entry, root: Path) -> str:
     if len(variants) == 1 and variants[0].get("runs"):  # one setting over seeds: its first run's figures too
         first = run / variants[0]["runs"][0]
         found += [(fig, first) for fig in sorted(first.glob("*.png"))]
-    out = []
+    shown, folded = [], []
     for fig, folder in found:
         caption = (_read(folder / "figures.json") or {}).get(fig.name) or fig.stem.replace("_", " ")
         if folder != run:
             caption += f" ({os.path.relpath(folder, run)})"
-        img = (f'<figure><img src="{html.escape(os.path.relpath(fig, root))}" alt="{html.escape(fig.stem)}" '
-               f'loading="lazy"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        src = html.escape(os.path.relpath(fig, root))
+        img = (f'<figure><a href="{src}"><img src="{src}" alt="{html.escape(fig.stem)}" loading="lazy"></a>'
+               f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         if any(k in fig.stem for k in SAMPLE_GRIDS):
-            img = f"<details><summary>{html.escape(caption)} (click to open)</summary>{img}</details>"
-        out.append(img)
-    return "\n".join(out)
+            folded.append(f"<details><summary>{html.escape(caption)} (click to open)</summary>{img}</details>")
+        else:
+            shown.append(img)
+    return f"<div class='figs'>{''.join(shown)}</div>" + "".join(folded)
 
 
 def _section(e: Entry, root: Path) -> str:
