@@ -294,20 +294,32 @@ def headline_metrics(plan: Plan, summary: dict[str, Any], most: int = 6) -> list
     return [k for k in varying if k != "wall_seconds"][:most]
 
 
+def _cell(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return ""
+    return stats.fmt(s, n=False) + ("" if s["std"] is None else f" [{s['ci95_low']:.4g}, {s['ci95_high']:.4g}]")
+
+
 def table_markdown(summary: dict[str, Any], metrics: list[str], name: str = "") -> str:
-    """Variant rows, metric columns: mean ± std (n), then the 95% interval."""
-    head = "| variant | n | failed | " + " | ".join(metrics) + " |\n|---|---|---|" + "---|" * len(metrics) + "\n"
-    rows = ""
-    for v in summary["variants"]:
-        cells = []
-        for m in metrics:
-            s = v["metrics"].get(m)
-            cells.append("" if s is None else stats.fmt(s, n=False) + ("" if s["std"] is None else
-                                                             f" [{s['ci95_low']:.4g}, {s['ci95_high']:.4g}]"))
-        rows += f"| {v['name']} | {v['n']} | {v['failed']} | " + " | ".join(cells) + " |\n"
-    return (f"{name or summary['experiment']}: mean ± std over the n runs of each variant, [95% interval]; {summary['ci']}."
-            "\n\n"
-            f"{head}{rows}")
+    """The headline table (variant rows, metric columns: mean ± std [95% interval]), then every numeric field
+    (field rows, variant columns); one variant: only the second."""
+    variants = summary["variants"]
+    out = (f"{name or summary['experiment']}: mean ± std over the n runs of each variant [95% interval]; "
+           f"{summary['ci']}.\n\n")
+    if len(variants) > 1:
+        out += "| variant | n | failed | " + " | ".join(metrics) + " |\n|---|---|---|" + "---|" * len(metrics) + "\n"
+        for v in variants:
+            out += (f"| {v['name']} | {v['n']} | {v['failed']} | "
+                    + " | ".join(_cell(v["metrics"].get(m)) for m in metrics) + " |\n")
+        out += "\nEvery numeric field:\n\n"
+    fields: list[str] = []
+    for v in variants:
+        fields += [k for k in v["metrics"] if k not in fields]
+    out += "| field | " + " | ".join(f"{v['name']} (n = {v['n']})" for v in variants) + " |\n"
+    out += "|---|" + "---|" * len(variants) + "\n"
+    for f in fields:
+        out += f"| {f} | " + " | ".join(_cell(v["metrics"].get(f)) for v in variants) + " |\n"
+    return out
 
 
 def _write_outputs(plan: Plan, summary: dict[str, Any], results: list[tuple[Job, dict[str, Any]]],
