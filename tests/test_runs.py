@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,6 +125,10 @@ def test_reproduce_writes_report(toy_registered, monkeypatch):
     assert json.load(open("rep/toy/default/seed1/config.json"))["config"]["steps"] == 10  # --quick applied
     summary = json.load(open("rep/toy/summary.json"))
     assert summary["seeds"] == 2 and summary["variants"][0]["n"] == 2  # --quick: 2 seeds
+    Path("rep/report.html").unlink()
+    assert main(["reproduce", "--report-only", "--out", "rep"]) == 0  # the report again, nothing rerun
+    assert "toy regression" in open("rep/report.html").read()
+    assert json.load(open("rep/toy/summary.json")) == summary
 
 
 def test_list_shows_registry(toy_registered, capsys):

@@ -139,6 +139,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from scratchlab.runner import reproduce
 
     out = args.out or ("runs/reproduce-quick" if args.quick else "runs/reproduce")
+    if args.report_only:
+        from scratchlab.runner import rewrite_report
+
+        print(f"report: {rewrite_report(out, quick=args.quick)}")
+        return 0
     path, ok = reproduce(out, quick=args.quick, seed=args.seed, device=args.device, only=args.only,
                          progress=not args.no_progress, executor=args.executor, workers=args.workers)
     print(f"report: {path}")
@@ -350,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reproduce", help="run every experiment and write report.html")
     s.add_argument("--out", help="output folder (default runs/reproduce[-quick])")
     s.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments")
+    s.add_argument("--report-only", action="store_true",
+                   help="write report.html again from --out's runs (entries.json), running nothing")
     executors(s, "where the runs go")
     common(s)
     s.set_defaults(fn=_cmd_reproduce)

@@ -171,3 +171,22 @@ def _prose(name: str, summary: dict[str, Any]) -> dict[str, Any]:
     fields = {k for v in summary.get("variants", []) for k in v.get("metrics", {})} | set(summary)
     glossary = {f: m for f in sorted(fields) if (m := _about.meaning(f))}
     return {"about": asdict(about) if about else {}, "glossary": glossary}
+
+
+def rewrite_report(out: str | Path, *, quick: bool = False) -> Path:
+    """report.html again from out/entries.json and the run directories (no run is repeated): after a change of
+    the report's layout or prose, or after `scratchlab run NAME --resume` re-aggregated one experiment."""
+    out = Path(out)
+    saved = json.loads((out / report.ENTRIES).read_text()) if (out / report.ENTRIES).exists() else None
+    if not saved:
+        raise FileNotFoundError(f"{out}/{report.ENTRIES}: not found; is {out} a reproduction's folder?")
+    entries = []
+    for e in saved["entries"]:
+        run = out / e["run_dir"] if e.get("run_dir") else None
+        summary = json.loads((run / "summary.json").read_text()) if run and (run / "summary.json").exists() \
+            else e.get("summary", {})
+        entries.append(report.Entry(e["name"], e["help"], e["status"], run_dir=run, summary=summary,
+                                    detail=e.get("detail", ""), **_prose(e["name"], summary)))
+    command = "scratchlab reproduce" + (" --quick" if saved.get("quick") else "")
+    return report.write(out / "report.html", report.merge_entries(out, entries, quick=saved.get("quick", quick)),
+                        quick=saved.get("quick", quick), command=command)
