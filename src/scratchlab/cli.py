@@ -96,6 +96,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run, summary = run_experiment(args.name, overrides, quick=args.quick, seed=args.seed, device=args.device,
                                   out=args.out, resume=args.resume, overwrite=args.overwrite,
                                   progress=not args.no_progress, executor=args.executor, workers=args.workers)
+    if _rank():  # under torchrun, rank 0 reports the run
+        return 0
     _print_summary(summary)
     print(f"run directory: {run.path}")
     return 1 if summary.get("failed") else 0
@@ -432,20 +434,41 @@ def _one_line(e: BaseException) -> str:
     return text + ("" if first == msg.strip() else " (more with --debug)")
 
 
+def _rank() -> int:
+    """This process's rank in a torchrun run (0 when there is none): only rank 0 prints the run's results.
+    Read from the environment as train.distributed.World.from_env reads it, without importing torch."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
+def _said_by_rank0(e: Exception, rank: int) -> bool:
+    """A NaN stops every rank of a torchrun run at the same step, and rank 0 reports it: the others stay quiet."""
+    if not rank:
+        return False
+    from scratchlab.train.loop import NonFiniteLoss
+
+    return isinstance(e, NonFiniteLoss)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _set_threads(getattr(args, "threads", None))
     from scratchlab.run.config import ConfigError
 
+    rank = _rank()
     try:
         code = args.fn(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if not rank:
+            print("interrupted", file=sys.stderr)
         code = 130
     except Exception as e:  # one line naming the problem; --debug for the traceback
         if args.debug:
             raise
-        print(f"scratchlab {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        if not _said_by_rank0(e, rank):
+            print(f"scratchlab {args.command}: error: {f'[rank {rank}] ' if rank else ''}{_one_line(e)}",
+                  file=sys.stderr)
         code = 2 if isinstance(e, ConfigError) else 1
     if argv is None:
         sys.exit(code)

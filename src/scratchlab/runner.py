@@ -18,6 +18,7 @@ from scratchlab.run import report
 from scratchlab.run.rundir import RunDir
 from scratchlab.sweep.engine import build_config, clock, grid_plan, run_one, run_sweep
 from scratchlab.sweep.executors import KINDS
+from scratchlab.train.distributed import World
 
 run_experiment = run_one  # one run: see scratchlab.sweep.engine.run_one
 __all__ = ["build_config", "reproduce", "run_experiment", "sweep"]
@@ -25,6 +26,13 @@ __all__ = ["build_config", "reproduce", "run_experiment", "sweep"]
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)  # noqa: T201
+
+
+def _one_process(command: str) -> None:
+    """Sweeps are many small runs, spread by their executors; torchrun is for one large run."""
+    if World.from_env().size > 1:
+        raise ValueError(f"{command} runs many runs through its executors (--executor serial|local|ray), not one "
+                         "across processes: start it without torchrun (torchrun is for `scratchlab run NAME`)")
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -58,6 +66,7 @@ def sweep(name: str, grid: list[str] | dict[str, list[Any]] = (), seeds: int = 1
     (its number of seeds may grow)."""
     if executor not in KINDS:
         raise ValueError(f"--executor: expected one of {list(KINDS)}, got {executor!r}")
+    _one_process("sweep")
     exp = experiments.get(name)
     if exp.plan is not None:
         raise ValueError(f"{name} is itself a multi-run experiment: run it with `scratchlab run {name} --set "
@@ -111,6 +120,7 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, device: st
     An experiment whose data is missing is skipped with the reason; one that fails is reported with its
     error and the others still run. Returns the report's path and whether everything succeeded.
     """
+    _one_process("reproduce")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries, ok = [], True

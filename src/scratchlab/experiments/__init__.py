@@ -36,6 +36,9 @@ class Experiment:
     seeds: int = 5  # how many seeds `reproduce` runs it over (at full budget; --quick: 2)
     plan: Callable[[Any], Plan] | None = None  # a multi-run experiment: its runs, as data
     finish: Callable[..., dict[str, Any]] | None = None  # after a plan's runs: figures and derived numbers
+    parallel: bool = False  # runs data-parallel under torchrun (its model and data go through ctx.world)
+    batch: str | None = None  # parallel: the config field of the global batch, split over the ranks (None: not
+    # split; every rank trains on the whole of each step's data)
 
 
 @dataclass
@@ -56,15 +59,18 @@ _loaded = False
 
 
 def experiment(name: str, config: type, *, help: str = "", quick: dict[str, Any] | None = None,
-               available: Callable[[Any], str | None] | None = None, in_reproduce: bool = True, seeds: int = 5):
+               available: Callable[[Any], str | None] | None = None, in_reproduce: bool = True, seeds: int = 5,
+               parallel: bool = False, batch: str | None = None):
     """Register `fn(cfg, ctx) -> summary` under `name`. `help` is the first line shown by `scratchlab list`;
-    `seeds`: how many seeds `reproduce` runs it over."""
+    `seeds`: how many seeds `reproduce` runs it over; `parallel`: it runs under torchrun, splitting the config
+    field `batch` (dotted) over the processes (see train/distributed.py)."""
 
     def wrap(fn: Callable[[Any, Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str, Any]]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is registered twice")
         EXPERIMENTS[name] = Experiment(name, config, fn, help or (fn.__doc__ or "").strip().split("\n")[0],
-                                       quick or {}, available, in_reproduce=in_reproduce, seeds=seeds)
+                                       quick or {}, available, in_reproduce=in_reproduce, seeds=seeds,
+                                       parallel=parallel, batch=batch)
         return fn
 
     return wrap

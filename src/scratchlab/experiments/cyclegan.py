@@ -182,7 +182,8 @@ def _tensors(data: registry.ImageSet, device) -> tuple[torch.Tensor, torch.Tenso
     return clf.as_float_images(data.images).to(device), torch.as_tensor(data.labels).to(device)
 
 
-@experiment("cyclegan-digits", CycleDigitsConfig, quick=QUICK, available=svhn_missing, seeds=3,
+@experiment("cyclegan-digits", CycleDigitsConfig, quick=QUICK, available=svhn_missing, seeds=3, parallel=True,
+            batch="batch_size",
             help="CycleGAN MNIST <-> house-number digits ((K+1)-class D, cycle MSE); label preservation both ways")
 def cyclegan_digits(cfg: CycleDigitsConfig, ctx) -> dict:
     data = load_domains(cfg)
@@ -192,13 +193,17 @@ def cyclegan_digits(cfg: CycleDigitsConfig, ctx) -> dict:
     xt, lxt = _tensors(data["x_test"], ctx.device)
     yt, lyt = _tensors(data["y_test"], ctx.device)
     model = CycleGAN(X_DOMAIN, Y_DOMAIN, cfg.model).to(ctx.device)
-    opt_g, opt_d = model.optimizers()
+    # Data-parallel (torchrun): BatchNorm over the global batch, both optimisers average their gradients over the
+    # ranks, and each rank keeps its rows of the batch every rank draws (train/distributed.py).
+    ctx.world.sync_batchnorm(model)
+    opt_g, opt_d = (ctx.world.average_gradients_on_step(o) for o in model.optimizers())
     b = cfg.batch_size
+    rows = ctx.world.shard(b).rows
     warmup = cfg.d_warmup if cfg.model.loss == "labels" else 0  # label-free discriminators have no classes
 
     def step(i: int) -> dict[str, float]:
-        ix = torch.randint(len(x), (b,)).to(ctx.device)  # unpaired: independent draws from each domain
-        iy = torch.randint(len(y), (b,)).to(ctx.device)
+        ix = torch.randint(len(x), (b,))[rows].to(ctx.device)  # unpaired: independent draws from each domain
+        iy = torch.randint(len(y), (b,))[rows].to(ctx.device)
         if i < warmup:
             return model.warmup_step(x[ix], lx[ix], y[iy], ly[iy], opt_d)
         for opt in (opt_g, opt_d):  # set from the step alone, so a resumed run continues the same schedule

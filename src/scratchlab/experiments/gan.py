@@ -154,7 +154,7 @@ def train_gan(cfg: GANConfig, ctx: Context, judge: Judge | None = None, name: st
     tcfg = trainer_config(cfg)
     G = Generator(net).to(dev)
     D = Discriminator(net).to(dev) if cfg.loss != "mse" else None
-    trainer = GANTrainer(G, D, tcfg, data, labels if net.n_classes else None)
+    trainer = GANTrainer(G, D, tcfg, data, labels if net.n_classes else None, world=ctx.world)
     if not (ctx.resume and (run / "samples_start.png").exists()):
         save_grid(G, run / "samples_start.png", f"{name}: step 0", "before training (noise)")
 
@@ -224,7 +224,7 @@ QUICK = {"steps": 30, "n_train": 2000, "eval_every": 15, "eval_samples": 200, "n
 
 
 @experiment("gan", GANConfig, help="one GAN (loss=vanilla|lsgan|wgan|mse, unroll=K, conditional) judged by a "
-            "classifier: label KL, classes covered, Frechet distance", quick=QUICK)
+            "classifier: label KL, classes covered, Frechet distance", quick=QUICK, parallel=True, batch="batch_size")
 def gan(cfg: GANConfig, ctx: Context) -> dict[str, Any]:
     return train_gan(cfg, ctx, name=f"gan ({cfg.loss}{', unroll ' + str(cfg.unroll) if cfg.unroll else ''})")
 
@@ -245,7 +245,7 @@ class CGANConfig(GANConfig):
 
 
 @experiment("cgan", CGANConfig, help="conditional GAN (one-hot label into G and D): 3 samples per class, "
-            "label accuracy by the evaluation classifier", quick=QUICK)
+            "label accuracy by the evaluation classifier", quick=QUICK, parallel=True, batch="batch_size")
 def cgan(cfg: CGANConfig, ctx: Context) -> dict[str, Any]:
     summary = train_gan(cfg, ctx, name="cgan")
     G = load_generator(ctx.run.path)
@@ -268,7 +268,7 @@ class InterpolateConfig(GANConfig):
 # reproduce: one seed. Its training is `gan`'s (same config, same numbers), which reproduce runs over 5 seeds; what
 # this experiment adds is the interpolation figure.
 @experiment("gan-interpolate", InterpolateConfig, help="latent interpolation: 7 steps between two samples "
-            "(9 images per row)", quick=QUICK, seeds=1)
+            "(9 images per row)", quick=QUICK, seeds=1, parallel=True, batch="batch_size")
 def gan_interpolate(cfg: InterpolateConfig, ctx: Context) -> dict[str, Any]:
     summary = train_gan(cfg, ctx, name="gan-interpolate")
     G = load_generator(ctx.run.path)

@@ -153,21 +153,26 @@ def train_model(cfg: ImdbConfig, ctx: Context, data: tuple[imdb.TextSet, ...]) -
 
     (xtr, ytr), (xva, yva), (xte, yte) = tensors(train), tensors(val), tensors(test)
     model = build_model(cfg, len(vocab)).to(ctx.device)
+    trained = ctx.world.wrap(model)  # DDP under torchrun; `model` is what is evaluated and checkpointed
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = -(-len(xtr) // cfg.batch_size)
+    ctx.world.shard(len(xtr) - (per_epoch - 1) * cfg.batch_size)  # an epoch's last batch too small to split: now
 
     def step(i: int) -> dict[str, float]:
         epoch, b = divmod(i, per_epoch)
         # The order depends only on (seed, epoch), so a resumed run sees the same batches.
         order = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(ctx.seed * 100_003 + epoch))
-        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(ctx.device)
-        logits, _ = model(xtr[idx])
-        loss = F.binary_cross_entropy_with_logits(logits, ytr[idx])
+        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        part = ctx.world.shard(len(idx))  # this process's reviews; weight 1 unless the last batch splits unevenly
+        idx = idx[part.rows].to(ctx.device)
+        logits, _ = trained(xtr[idx])
+        loss = F.binary_cross_entropy_with_logits(logits, ytr[idx]) * part.weight
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
-        return {"loss": loss.item(), "accuracy": ((logits > 0).float() == ytr[idx]).float().mean().item()}
+        accuracy = ((logits > 0).float() == ytr[idx]).float().mean().item() * part.weight
+        return {"loss": loss.item(), "accuracy": accuracy}
 
     result = fit(step, cfg.epochs * per_epoch, ctx, state={"model": model, "optimizer": opt},
                  eval_fn=lambda i: evaluate(model, xva, yva), eval_every=cfg.eval_every or per_epoch,
@@ -193,7 +198,7 @@ def data_label(cfg: TextRunConfig) -> str:
 
 
 @experiment("imdb", ImdbConfig, help="IMDB sentiment with one model (--set model=lstm|lstm-attention|gru|mlp|bag)",
-            quick=QUICK, available=missing_data)
+            quick=QUICK, available=missing_data, parallel=True, batch="batch_size")
 def run_imdb(cfg: ImdbConfig, ctx: Context) -> dict:
     return train_model(cfg, ctx, load_data(cfg, ctx.seed))
 

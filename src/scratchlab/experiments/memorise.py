@@ -70,11 +70,14 @@ def memorise(cfg: MemoriseConfig, ctx) -> dict:
     ref = twin_with_torch_lstm(ours)
     nets = {"ours": ours, "torch": ref}
     opts = {k: make_optimizer(cfg.optimizer, n.parameters(), cfg.lr) for k, n in nets.items()}
+    # Under torchrun each net trains inside DDP; its batch is the one sentence, so every rank reads all of it
+    # (nothing to split) and the run is the one-process run, step for step.
+    trained = {k: ctx.world.wrap(n) for k, n in nets.items()}
 
     def step(i: int) -> dict[str, float]:
         out = {}
         for k, net in nets.items():
-            logits = net(x)[0]  # (L-1, V)
+            logits = trained[k](x)[0]  # (L-1, V)
             loss = F.cross_entropy(logits, y)
             clipped_step(loss, net, opts[k], cfg.clip)
             out[f"loss_{k}"] = loss.item()
@@ -107,4 +110,4 @@ def memorise(cfg: MemoriseConfig, ctx) -> dict:
 
 experiment("memorise", MemoriseConfig,
            help="Memorise a sentence: scratchlab.rnn.LSTM beside torch.nn.LSTM from the same weights",
-           quick={"steps": 60, "hidden": 32})(memorise)
+           parallel=True, quick={"steps": 60, "hidden": 32})(memorise)

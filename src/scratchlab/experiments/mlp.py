@@ -120,8 +120,12 @@ def scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 @experiment("mlp-numpy", MLPConfig, help="MLP from scratch in the NumPy autograd engine (vs PyTorch), Fashion-MNIST",
-            quick={"epochs": 2, "train_limit": 3000, "test_limit": 1000, "hidden": (128,)}, available=available)
+            quick={"epochs": 2, "train_limit": 3000, "test_limit": 1000, "hidden": (128,)}, available=available,
+            parallel=True, batch="batch_size")
 def mlp_numpy(cfg: MLPConfig, ctx) -> dict:
+    if ctx.world.size > 1 and cfg.engine != "torch":
+        raise ValueError(f"engine={cfg.engine}: under torchrun mlp-numpy trains the PyTorch MLP only; "
+                         "--set engine=torch (the NumPy engine runs in one process)")
     x_all, y_all, train_set = load_split(cfg, "train")
     x_test, y_test, test_set = load_split(cfg, "test")
     # Standardise with training statistics (one mean and std for all pixels), in float32 from here on.
@@ -138,10 +142,12 @@ def mlp_numpy(cfg: MLPConfig, ctx) -> dict:
     rng = np.random.default_rng(ctx.seed)  # the initial weights, then the dropout masks (checkpointed)
     model = nn.mlp(sizes, dropout=cfg.dropout, rng=rng)
     twin = torch_twin(model, ctx.device) if cfg.engine in ("torch", "both") else None
+    trained = ctx.world.wrap(twin) if twin is not None else None  # DDP under torchrun (engine=torch)
     opt, topt = make_optimizers(cfg, model, twin)
     use_numpy, use_torch = cfg.engine in ("numpy", "both"), cfg.engine in ("torch", "both")
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     steps = cfg.epochs * steps_per_epoch
+    ctx.world.shard(len(x_tr) - (steps_per_epoch - 1) * cfg.batch_size)  # an epoch's last batch too small to split
 
     def batch(step: int) -> np.ndarray:
         epoch, i = divmod(step, steps_per_epoch)
@@ -162,9 +168,10 @@ def mlp_numpy(cfg: MLPConfig, ctx) -> dict:
             opt.step()
             out.update(loss=loss.item(), accuracy=float((logits.data.argmax(1) == yb).mean()))
         if use_torch:
-            tx, ty = torch.from_numpy(xb).to(ctx.device), torch.from_numpy(yb).to(ctx.device)
-            tlogits = twin(tx)
-            tloss = torch.nn.functional.cross_entropy(tlogits, ty)
+            part = ctx.world.shard(len(idx))  # this process's images (all of them in one process)
+            tx, ty = (torch.from_numpy(a[part.rows]).to(ctx.device) for a in (xb, yb))
+            tlogits = trained(tx)
+            tloss = torch.nn.functional.cross_entropy(tlogits, ty) * part.weight
             topt.zero_grad(set_to_none=True)
             tloss.backward()
             for group in topt.param_groups:
@@ -172,7 +179,7 @@ def mlp_numpy(cfg: MLPConfig, ctx) -> dict:
             topt.step()
             suffix = "_torch" if use_numpy else ""
             out.update({f"loss{suffix}": tloss.item(),
-                        f"accuracy{suffix}": (tlogits.argmax(1) == ty).float().mean().item()})
+                        f"accuracy{suffix}": (tlogits.argmax(1) == ty).float().mean().item() * part.weight})
         return out
 
     def eval_fn(step: int) -> dict[str, float]:

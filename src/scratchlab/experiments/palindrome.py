@@ -82,6 +82,8 @@ def train_palindrome(cfg: PalindromeConfig, ctx) -> dict:
     ds = PalindromeDataset(cfg.length, cfg.encoding)
     dev = ctx.device
     model = RecurrentNet(cfg.model, ds.input_size, cfg.hidden, 10, gate_bias=cfg.gate_bias).to(dev)
+    trained = ctx.world.wrap(model)  # DDP under torchrun; `model` is what is evaluated and checkpointed
+    rows = ctx.world.shard(cfg.batch).rows  # this process's palindromes of each step's batch
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     x_test, y_test = (torch.from_numpy(a).to(dev) for a in ds.test_set(cfg.test_size, cfg.test_seed))
     recent = Values(window=deque(maxlen=max(1, cfg.eval_every)))  # train accuracies of the last eval_every steps
@@ -91,12 +93,12 @@ def train_palindrome(cfg: PalindromeConfig, ctx) -> dict:
         # Mixed lengths (a curriculum without a schedule): short palindromes teach "keep the first digit"
         # with a gradient that has few steps to cross; the long ones in the same stream make it last.
         length = int(rng.integers(cfg.min_length, cfg.length + 1)) if cfg.min_length else cfg.length
-        x, y = (torch.from_numpy(a).to(dev) for a in PalindromeDataset(length, cfg.encoding).batch(cfg.batch, rng))
-        logits = model(x)  # (N, 10)
+        x, y = (torch.from_numpy(a[rows]).to(dev)
+                for a in PalindromeDataset(length, cfg.encoding).batch(cfg.batch, rng))
+        logits = trained(x)  # (N, 10)
         loss = F.cross_entropy(logits, y)
         norm = clipped_step(loss, model, opt, cfg.clip)
         acc = (logits.argmax(-1) == y).float().mean().item()
-        recent.window.append(acc)
         return {"loss": loss.item(), "accuracy": acc, "grad_norm": norm}
 
     def evaluate_subset(i: int) -> dict[str, float]:
@@ -110,7 +112,8 @@ def train_palindrome(cfg: PalindromeConfig, ctx) -> dict:
     result = fit(step, cfg.steps, ctx, state={"model": model, "optimizer": opt, "recent": recent},
                  eval_fn=evaluate_subset,
                  eval_every=cfg.eval_every, monitor="accuracy", mode="max", stop_fn=converged,
-                 desc=f"palindrome {cfg.model} T={cfg.length}", config=vars(cfg))
+                 desc=f"palindrome {cfg.model} T={cfg.length}", config=vars(cfg),
+                 on_step=lambda i, m: recent.window.append(m["accuracy"]))  # the global batch's accuracy
     test = evaluate(model, x_test, y_test)
     plots.train_eval_curves(ctx.run, ctx.run / "curves.png", title=f"{cfg.model} T={cfg.length}",
                             caption=f"Loss and accuracy of the {cfg.model} on its training batches (train) and on "
@@ -124,4 +127,5 @@ def train_palindrome(cfg: PalindromeConfig, ctx) -> dict:
 
 experiment("palindrome", PalindromeConfig,
            help="Palindromes (course task): rnn/lstm/gru reads T-1 digits, predicts the last; test accuracy",
+           parallel=True, batch="batch",
            quick={"steps": 60, "eval_every": 20, "eval_size": 500, "test_size": 1000, "hidden": 32})(train_palindrome)

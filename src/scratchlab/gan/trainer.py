@@ -27,6 +27,13 @@ updated after every generator step n = 1, 2, ... (counted from the round index, 
 and G_ema's buffers (BatchNorm running statistics) are copied from G. G_ema is what is sampled and judged
 (`sampler`): averaging damps the swing of G from round to round (Yazici et al. 2019). It is part of `state()`,
 so --resume keeps it.
+
+Data-parallel (`world`, a `scratchlab.train.distributed.World`; torchrun): every rank draws each batch whole
+(indices, latents, labels, from the generators all ranks share) and keeps its rows, so the ranks together see the
+batch one process would; every optimiser (G's, D's, an unrolled copy's) averages its gradients over the ranks
+before it steps, and G's BatchNorm normalises over the global batch. Each rank then takes the same step, so
+weight clipping and the EMA stay identical everywhere with nothing more. The differentiable unrolling averages
+its inner gradients over the ranks (an all-reduce that autograd differentiates through).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from torch.func import functional_call
 
 from scratchlab.gan.losses import LOSSES
 from scratchlab.gan.nets import Discriminator, Generator
+from scratchlab.train.distributed import World
 
 
 @dataclass
@@ -71,18 +79,25 @@ class GANTrainer:
     """Holds G, D, their optimisers and the data; `step(i)` runs one round and returns floats for `fit`.
 
     data: float (N, C, H, W) in [-1, 1] on the training device; labels: int64 (N,) or None.
+    world: this process's place in a data-parallel run (default: one process).
     """
 
     def __init__(self, G: Generator, D: Discriminator | None, cfg: TrainerConfig, data: torch.Tensor,
-                 labels: torch.Tensor | None = None):
+                 labels: torch.Tensor | None = None, world: World | None = None):
         self.G, self.D, self.cfg, self.data, self.labels = G, D, cfg, data, labels
+        self.world = world or World()
+        self.rows = self.world.shard(cfg.batch_size).rows  # this rank's rows of every batch
         self.loss = LOSSES[cfg.loss]
         if self.loss.discriminator and D is None:
             raise ValueError(f"loss {cfg.loss!r} needs a discriminator")
         if G.cfg.n_classes and labels is None:
             raise ValueError("conditional generator: the trainer needs the data's labels")
-        self.opt_g = make_optimizer(G.parameters(), cfg, cfg.lr_g)
-        self.opt_d = make_optimizer(D.parameters(), cfg, cfg.lr_d) if self.loss.discriminator else None
+        for net in (G, D):
+            if net is not None:
+                self.world.sync_batchnorm(net)
+        self.opt_g = self.world.average_gradients_on_step(make_optimizer(G.parameters(), cfg, cfg.lr_g))
+        self.opt_d = (self.world.average_gradients_on_step(make_optimizer(D.parameters(), cfg, cfg.lr_d))
+                      if self.loss.discriminator else None)
         self.d_updates = self.g_updates = 0
         if not 0 <= cfg.ema < 1:
             raise ValueError(f"ema: expected a decay in [0, 1), got {cfg.ema}")
@@ -113,18 +128,18 @@ class GANTrainer:
 
     # ------------------------------------------------------------------ batches
     def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = torch.randint(len(self.data), (self.cfg.batch_size,), device=self.data.device)
+        idx = torch.randint(len(self.data), (self.cfg.batch_size,), device=self.data.device)[self.rows]
         return self.data[idx], None if self.labels is None else self.labels[idx]
 
     def fake_labels(self) -> torch.Tensor | None:
         k = self.G.cfg.n_classes
         if not k:
             return None
-        return torch.randint(k, (self.cfg.batch_size,), device=self.data.device)
+        return torch.randint(k, (self.cfg.batch_size,), device=self.data.device)[self.rows]
 
     def fake_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         y = self.fake_labels()
-        return self.G(self.G.sample_latent(self.cfg.batch_size, like=self.data), y), y
+        return self.G(self.G.sample_latent(self.cfg.batch_size, like=self.data)[self.rows], y), y
 
     # ------------------------------------------------------------------ updates
     def d_loss(self, D: Callable[..., torch.Tensor], detach: bool = True) -> tuple[torch.Tensor, torch.Tensor,
@@ -155,7 +170,7 @@ class GANTrainer:
         k = self.cfg.unroll
         if not self.cfg.unroll_grad:
             D = copy.deepcopy(self.D)
-            opt = make_optimizer(D.parameters(), self.cfg, self.cfg.lr_d)
+            opt = self.world.average_gradients_on_step(make_optimizer(D.parameters(), self.cfg, self.cfg.lr_d))
             # deepcopy: load_state_dict keeps Adam's `step` tensors shared, and the copy's steps would advance them
             opt.load_state_dict(copy.deepcopy(self.opt_d.state_dict()))
             for _ in range(k):
@@ -166,6 +181,7 @@ class GANTrainer:
         for _ in range(k):
             loss, _, _ = self.d_loss(lambda x, y, p=params: functional_call(self.D, p, (x, y)), detach=False)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            grads = [self.world.all_reduce_mean(g) for g in grads]  # the global batch's gradient
             params = {n: p - self.cfg.unroll_lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
             if self.cfg.clip > 0:
                 params = {n: p.clamp(-self.cfg.clip, self.cfg.clip) for n, p in params.items()}

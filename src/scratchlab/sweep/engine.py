@@ -14,11 +14,13 @@ retries failed ones, so a resumed sweep ends with the same table as an uninterru
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -34,6 +36,7 @@ from scratchlab.run import plots
 from scratchlab.run.rundir import RunDir, atomic_write_text
 from scratchlab.sweep import stats
 from scratchlab.train.device import resolve_device
+from scratchlab.train.distributed import FollowerDone, World
 from scratchlab.train.loop import Context, seed_everything
 
 # What `--resume --set` may change: the budget (steps, epochs, and a multi-run experiment's number of seeds), so
@@ -88,41 +91,80 @@ def run_one(name: str, overrides: list[str] | dict[str, Any] = (), *, quick: boo
     `out` must be new or empty unless `resume` (continue the run there from its last.pt) or `overwrite` (delete
     the run there first); the directory is locked while the run writes to it. A multi-run experiment runs its
     plan through `executor` (see `run_sweep`) and its summary carries the `variants` list.
+
+    Started by torchrun (several processes: train/distributed.py), rank 0 does all of the above and hands the
+    config to the other ranks, which train beside it in a private temp folder and return an empty summary.
     """
     exp = experiments.get(name)
     if seed not in SEED_RANGE:
         raise ValueError(f"--seed: expected an integer in [0, 2**63), got {seed}")
     if resume and out is None:
         raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
-    if resume:
-        cfg, saved = _resumed_config(exp, RunDir(out), overrides)  # checked before anything is written or locked
-        seed, quick = saved["seed"], saved["quick"]
-        run = RunDir.claim(out, resume=True)
-    else:
-        cfg = build_config(name, overrides, quick)  # a bad --set fails before a directory is made
-        run = RunDir.claim(out, overwrite=overwrite) if out is not None else RunDir.create(name)
-        if out is None:
-            run.lock()
-    try:
-        dev = resolve_device(device)
-        run.write_json("config.json", {"experiment": name, "seed": seed, "device": str(dev), "quick": quick,
-                                       "config": C.to_dict(cfg)})
-        run.write_meta(argv, torch_threads=torch.get_num_threads())
-        seed_everything(seed)
-        ctx = Context(run=run, device=dev, seed=seed, quick=quick, resume=resume, progress=progress)
-        t0 = time.perf_counter()
-        if exp.plan is not None:
-            summary = run_sweep(exp.plan(cfg), run, quick=quick, seed=seed, device=device, resume=resume,
-                                executor=executor, workers=workers, name=name)
-            if exp.finish is not None:
-                summary |= exp.finish(cfg, summary, run) or {}
+    world = World.from_env()  # one process, unless torchrun started this one
+    if world.size > 1 and (exp.plan is not None or not exp.parallel):
+        what = "is a multi-run experiment" if exp.plan is not None else "does not run data-parallel"
+        able = sorted(n for n, e in experiments.EXPERIMENTS.items() if e.parallel)
+        raise ValueError(f"{name} {what}: run it without torchrun (under torchrun: {', '.join(able)})")
+    run = cfg = global_batch = None
+    if world.is_main:
+        if resume:
+            cfg, saved = _resumed_config(exp, RunDir(out), overrides)  # checked before anything is written or locked
+            seed, quick = saved["seed"], saved["quick"]
         else:
-            summary = exp.fn(cfg, ctx) or {}
-        summary = {**summary, "wall_seconds": round(time.perf_counter() - t0, 2)}
-        run.write_json("summary.json", summary)
+            cfg = build_config(name, overrides, quick)  # a bad --set fails before a directory is made
+        global_batch = _global_batch(exp, cfg, world)
+        if resume:
+            run = RunDir.claim(out, resume=True)
+        else:
+            run = RunDir.claim(out, overwrite=overwrite) if out is not None else RunDir.create(name)
+            if out is None:
+                run.lock()
+    try:
+        dev = resolve_device(device, world.local_rank if world.size > 1 else None)
+        world.start(dev)  # the process group, when there are several processes
+        with world.guard():
+            cfg, seed, quick = world.share(lambda: (cfg, seed, quick))  # the others learn the run from rank 0
+            if world.is_main:
+                run.write_json("config.json", {"experiment": name, "seed": seed, "device": str(dev), "quick": quick,
+                                               "config": C.to_dict(cfg)})
+                run.write_meta(argv, torch_threads=torch.get_num_threads(), **world.record(global_batch))
+            else:  # followers write nothing into the run directory
+                run = RunDir(tempfile.mkdtemp(prefix=f"scratchlab-{name}-rank{world.rank}-"))
+            seed_everything(seed)
+            ctx = Context(run=run, device=dev, seed=seed, quick=quick, resume=resume, progress=progress,
+                          world=world)
+            t0 = time.perf_counter()
+            if exp.plan is not None:
+                summary = run_sweep(exp.plan(cfg), run, quick=quick, seed=seed, device=device, resume=resume,
+                                    executor=executor, workers=workers, name=name)
+                if exp.finish is not None:
+                    summary |= exp.finish(cfg, summary, run) or {}
+            else:
+                try:
+                    summary = exp.fn(cfg, ctx) or {}
+                except FollowerDone:  # a follower's part, the training loop, is over
+                    return run, {}
+            summary = {**summary, **world.record(global_batch),
+                       "wall_seconds": round(time.perf_counter() - t0, 2)}
+            run.write_json("summary.json", summary)
     finally:
-        run.unlock()
+        if run is not None:
+            run.unlock()
+            if not world.is_main:
+                shutil.rmtree(run.path, ignore_errors=True)
+        world.close()
     return run, summary
+
+
+def _global_batch(exp: experiments.Experiment, cfg: Any, world: World) -> int | None:
+    """The experiment's global batch (its `batch` config field), which must split evenly over the processes."""
+    if world.size == 1 or exp.batch is None:
+        return None
+    value = functools.reduce(getattr, exp.batch.split("."), cfg)
+    if value % world.size:
+        raise C.ConfigError(f"{exp.batch}={value}: the global batch must split evenly over the {world.size} "
+                            f"processes; set a multiple of {world.size} (--set {exp.batch}=...)")
+    return value
 
 
 # ------------------------------------------------------------------------------------------------ a plan of runs

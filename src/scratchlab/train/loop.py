@@ -24,7 +24,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from scratchlab.run.rundir import RunDir
 from scratchlab.train import checkpoint
+from scratchlab.train.distributed import World
 
 
 class NonFiniteLoss(RuntimeError):
@@ -94,7 +95,8 @@ class _StopRequest:
 
 @dataclass
 class Context:
-    """What every experiment is handed: where to write, which device, which seed, how it was started."""
+    """What every experiment is handed: where to write, which device, which seed, how it was started, and its
+    place in a data-parallel run (`world`: one process unless torchrun started it; see train/distributed.py)."""
 
     run: RunDir
     device: torch.device
@@ -102,6 +104,7 @@ class Context:
     quick: bool = False
     resume: bool = False
     progress: bool = True
+    world: World = field(default_factory=World)
 
 
 def seed_everything(seed: int) -> None:
@@ -127,13 +130,15 @@ def _fmt(metrics: dict[str, float], ev: dict[str, float] | None = None, most: in
     return {k[:12]: f"{v:.3g}" for k, v in ranked[:most]}
 
 
-def _check_finite(metrics: dict[str, float], split: str, step: int, desc: str, run: RunDir) -> None:
-    """The NaN guard: every training and evaluation loss must be finite."""
+def _check_finite(metrics: dict[str, float], split: str, step: int, desc: str, run: RunDir,
+                  where: str = "") -> None:
+    """The NaN guard: every training and evaluation loss must be finite. `where`: on which ranks it was not."""
     bad = {k: v for k, v in metrics.items() if "loss" in k and not math.isfinite(v)}
     if bad:
         kept = run / "checkpoint.pt"
         raise NonFiniteLoss(
-            f"{desc}: {split} {', '.join(f'{k} = {v}' for k, v in bad.items())} at step {step}; training stopped. "
+            f"{desc}: {split} {', '.join(f'{k} = {v}' for k, v in bad.items())} at step {step}{where}; "
+            "training stopped. "
             f"Last good checkpoint: {kept if kept.exists() else 'none written yet'}. "
             "Try a lower learning rate or gradient clipping (--set ...)."
         )
@@ -153,62 +158,84 @@ def fit(
     log_every: int = 1,
     desc: str = "train",
     config: dict[str, Any] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Run `step_fn` for up to `steps` steps; see the module docstring.
 
     `state` maps names to modules/optimisers/`Values` (anything with `state_dict`/`load_state_dict`); they are
     checkpointed together with the step, the best monitored value, how training ended, `config` and the RNG state.
     `stop_fn(step, eval_metrics)` is called after each evaluation and may return True to stop.
+    `on_step(step, metrics)` sees each step's metrics once the NaN guard has passed them: in a data-parallel run
+    these are the means over the ranks (what one process would have measured on the global batch), while
+    `step_fn` returns this rank's.
     Returns {"steps": steps run in total, "best": best monitored value, "stopped_early": bool}.
+
+    Data-parallel (ctx.world, see train/distributed.py): every rank runs the steps; rank 0 alone evaluates, logs,
+    checkpoints and decides to stop, and tells the others; on the other ranks fit ends in FollowerDone.
     """
-    run = ctx.run
+    run, world = ctx.run, ctx.world
+    main = world.is_main  # only rank 0 writes the run directory
     start, best, stopped_early = 0, None, False
     if ctx.resume:
-        if (run / "last.pt").exists():
-            payload = checkpoint.load(run / "last.pt")
+        last = run / "last.pt"
+        payload = world.share(lambda: checkpoint.load(last) if last.exists() else None)  # rank 0 reads it
+        if payload is not None:
             checkpoint.restore(payload, **state)
             done = payload.value("step", int)
             best = payload.value("best", (float, int, type(None)), None)
             stopped_early = bool(payload.value("stopped_early", bool, False))
             start = done + 1
-            run.truncate_metrics(done)
+            if main:
+                run.truncate_metrics(done)
             if stopped_early:  # it had converged: an uninterrupted run would not have gone on either
-                _say(f"{run.path}: training had already stopped at step {done} ({desc}); nothing to resume")
-                return {"steps": start, "best": best, "stopped_early": True}
-            _say(f"resuming {run.path} from step {start}")
-        else:
+                if main:
+                    _say(f"{run.path}: training had already stopped at step {done} ({desc}); nothing to resume")
+                return world.leave({"steps": start, "best": best, "stopped_early": True})
+            if main:
+                _say(f"resuming {run.path} from step {start}")
+        elif main:
             run.truncate_metrics(-1)
             _say(f"{run.path}: no last.pt to resume from; starting at step 0 (earlier metrics dropped)")
+    world.sync(state)  # every rank starts from rank 0's modules and generators
 
     def save(name: str, step: int) -> None:
-        checkpoint.save(run / name, **state, step=step, best=best, stopped_early=stopped_early,
-                        config=config or {})
+        if main:
+            checkpoint.save(run / name, **state, step=step, best=best, stopped_early=stopped_early,
+                            config=config or {})
 
     step, saved_step = start - 1, None
-    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=not ctx.progress,
+    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=not ctx.progress or not main,
                mininterval=0.5, dynamic_ncols=True, leave=False)
     with _StopRequest() as stop:
         try:
             for step in bar:
                 metrics = {k: float(v) for k, v in step_fn(step).items()}
-                _check_finite(metrics, "train", step, desc, run)
-                if step % log_every == 0 or step == steps - 1:
+                metrics, asked, ranks = world.agree(metrics, step, stop.signum is not None)
+                on = f" on rank {', '.join(map(str, ranks))} of {world.size}" if ranks else ""
+                _check_finite(metrics, "train", step, desc, run, on)
+                if on_step is not None:
+                    on_step(step, metrics)
+                if main and (step % log_every == 0 or step == steps - 1):
                     run.log(step, "train", **metrics)
                 if step % max(1, log_every) == 0:
                     bar.set_postfix(_fmt(metrics), refresh=False)
                 if eval_fn is not None and eval_every and ((step + 1) % eval_every == 0 or step == steps - 1):
-                    ev = {k: float(v) for k, v in eval_fn(step).items()}
+                    ev = world.share(lambda: {k: float(v) for k, v in eval_fn(step).items()})  # noqa: B023
+                    world.sync_rng()  # what rank 0's evaluation drew, the others skip
                     _check_finite(ev, "eval", step, desc, run)
-                    run.log(step, "eval", **ev)
+                    if main:
+                        run.log(step, "eval", **ev)
                     if monitor in ev and _better(ev[monitor], best, mode):
                         best = ev[monitor]
                         save("checkpoint.pt", step)
-                    stopped_early = stop_fn is not None and bool(stop_fn(step, ev))
+                    stopped_early = world.share(lambda: stop_fn is not None and bool(stop_fn(step, ev)))  # noqa: B023
                     save("last.pt", step)
                     bar.set_postfix(_fmt(metrics, ev), refresh=False)
                     if stopped_early:
                         break
-                if stop.signum is not None:  # Ctrl-C / SIGTERM during this step: it is complete, keep it
+                # Ctrl-C / SIGTERM during this step: it is complete, keep it. With several ranks, the signal
+                # counts from when they agreed (above), so that every rank stops at the same step.
+                if asked if world.size > 1 else stop.signum is not None:
                     save("last.pt", step)
                     saved_step = step
                     raise KeyboardInterrupt
@@ -220,11 +247,12 @@ def fit(
             else:
                 kept = "the last evaluation's last.pt" if (run / "last.pt").exists() else "no state (none saved yet)"
                 where = f"during step {step}; kept {kept}"
-            _say(f"\ninterrupted {where}; continue with --resume --out {run.path}")
+            if main:
+                _say(f"\ninterrupted {where}; continue with --resume --out {run.path}")
             raise
         finally:
             bar.close()
     save("last.pt", step)
-    if eval_fn is None or not (run / "checkpoint.pt").exists():  # nothing monitored: the best is the last
+    if main and (eval_fn is None or not (run / "checkpoint.pt").exists()):  # nothing monitored: the best is the last
         checkpoint.link(run / "last.pt", run / "checkpoint.pt")
-    return {"steps": step + 1, "best": best, "stopped_early": stopped_early}
+    return world.leave({"steps": step + 1, "best": best, "stopped_early": stopped_early})
