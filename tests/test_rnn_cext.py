@@ -1,13 +1,14 @@
 """The compiled LSTM step loops (rnn/csrc/ through rnn/_cext.py) against torch.nn.LSTM, and the fallback.
 
-fast.lstm_direction takes the compiled loops whenever they build; these tests make sure they are the ones compared
-(with torch.nn.LSTM's outputs, final states and gradients, float32 to 1e-5 and float64 to 1e-10, both run orders,
-oneDNN's products and at::mm's), at a hidden size wide enough for the vectorised body of the gate loops and not
-only its remainder, and that the Python loops still take over, with one warning, when the extension cannot be
-built. Where the build has the packed AVX-512 kernel (float32), it is compared at sizes that leave remainders in
-every tiling loop: batch rows past the last full 6-row tile, backward panels narrower than 4 x 16 units, hidden sizes
-that are not a multiple of 16 (the last group of units padded), a wider hidden size (144), an input width that is
-not a multiple of 16, no bias. The build (about 15 s) happens here if `make setup` has not done it.
+rnn.ops.lstm_direction (rnn.fast's LSTM) takes the compiled loops whenever they build; these tests make sure they
+are the ones compared (with torch.nn.LSTM's outputs, final states and gradients, float32 to 1e-5 and float64 to
+1e-10, both run orders, oneDNN's products and at::mm's), at a hidden size wide enough for the vectorised body of the
+gate loops and not only its remainder, and that the Python loops still take over, with one warning, when the
+extension cannot be built. Where the build has the packed AVX-512 kernel (float32), it is compared at sizes that
+leave remainders in every tiling loop: batch rows past the last full 6-row tile, backward panels narrower than
+4 x 16 units, hidden sizes that are not a multiple of 16 (the last group of units padded), a wider hidden size (144),
+an input width that is not a multiple of 16, no bias. The build (about 15 s) happens here if `make setup` has not
+done it.
 """
 
 import os
@@ -20,6 +21,7 @@ import torch
 
 from scratchlab import rnn
 from scratchlab.rnn import _cext, fast
+from scratchlab.rnn import ops as rnn_ops
 from scratchlab.rnn._gemm import use_onednn
 from test_rnn_fast import compare_direction
 
@@ -176,16 +178,25 @@ def test_packed_kernel_rejects_what_it_cannot_do(packed):
     """The operator checks its inputs rather than reading past them."""
     ops = _cext.ops()
     T, B, I, H = 2, 3, 5, 24  # noqa: N806
-    x, w_ih, w_hh = torch.randn(T, B, I), torch.randn(4 * H, I), torch.randn(4 * H, H)
-    bufs = [torch.empty(T, B, 4 * H)] + [torch.zeros(T + 1, B, H) for _ in range(3)]
+    x, w_ih, w_hh = torch.randn(T * B, I), torch.randn(4 * H, I), torch.randn(4 * H, H)
+    h0 = torch.zeros(B, H)
+    bufs = [torch.empty(T * B, 4 * H)] + [torch.zeros(T * B, H) for _ in range(3)]
+
+    def forward(wx, bias, wh, x=x, batch_sizes=None, bufs=bufs):
+        ops.lstm_forward_packed(x, batch_sizes, h0, h0, wx, bias, wh, *bufs, False, True)
+    wx, wh = ops.pack_gates(w_ih, *G2, False), ops.pack_gates(w_hh, *G2, False)
     with pytest.raises(RuntimeError, match="pack_gates weight"):     # unpacked weights
-        ops.lstm_forward_packed(x, w_ih, None, w_hh, *bufs, False, True)
+        forward(w_ih, None, w_hh)
     with pytest.raises(RuntimeError, match="not pack_gates"):        # packed for another input width
-        ops.lstm_forward_packed(x, ops.pack_gates(torch.randn(4 * H, I + 1), *G2, False), None,
-                                ops.pack_gates(w_hh, *G2, False), *bufs, False, True)
+        forward(ops.pack_gates(torch.randn(4 * H, I + 1), *G2, False), None, wh)
     with pytest.raises(RuntimeError, match="bias must be"):          # an unpadded bias (4H, not 4 * 32)
-        ops.lstm_forward_packed(x, ops.pack_gates(w_ih, *G2, False), torch.zeros(4 * H),
-                                ops.pack_gates(w_hh, *G2, False), *bufs, False, True)
+        forward(wx, torch.zeros(4 * H), wh)
+    with pytest.raises(RuntimeError, match="must be a contiguous buffer of 6 rows of 24"):   # out one row short
+        forward(wx, None, wh, bufs=bufs[:1] + [torch.zeros(T * B - 1, H)] + bufs[2:])
+    with pytest.raises(RuntimeError, match="batch_sizes must start at the batch size 3 and not increase"):
+        forward(wx, None, wh, batch_sizes=torch.tensor([2, 3, 1]))
+    with pytest.raises(RuntimeError, match="batch_sizes sum to 5, the buffers have 6 rows"):
+        forward(wx, None, wh, batch_sizes=torch.tensor([3, 2]))
     with pytest.raises(RuntimeError, match=r"expected a float32 \(4H, K\) weight"):
         ops.pack_gates(torch.randn(4 * H + 1, H), *G2, False)
     with pytest.raises(RuntimeError, match="not a permutation"):
@@ -232,7 +243,7 @@ def test_compiled_propagates_nan(compiled):
     x[2, 0, 0] = float("nan")
     w = [torch.randn(4 * H, I) * 0.1, torch.randn(4 * H, H) * 0.1, torch.zeros(4 * H), torch.zeros(4 * H)]
     with torch.no_grad():
-        out, h, c = fast.lstm_direction(x, torch.zeros(N, H), torch.zeros(N, H), *w)
+        out, h, c = rnn_ops.lstm_direction(x, torch.zeros(N, H), torch.zeros(N, H), *w)
     assert not out[:2].isnan().any()
     assert out[2:, 0].isnan().all() and h[0].isnan().all() and c[0].isnan().all()
     assert not out[:, 1:].isnan().any()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scratchlab import rnn
-from scratchlab.rnn import fast
+from scratchlab.rnn import fast, ops
 from scratchlab.rnn._gemm import use_onednn
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -29,10 +29,10 @@ def torch_module(kind, dtype, bias=True, i=I, h=H):
 def ours(kind, x, states, weights, reverse):
     """One direction of rnn.fast: returns (output, *final states)."""
     if kind == "lstm":
-        return fast.lstm_direction(x, *states, *weights, reverse=reverse)
+        return ops.lstm_direction(x, *states, *weights, reverse=reverse)
     if kind == "gru":
-        return fast.gru_direction(x, *states, *weights, reverse=reverse)
-    return fast.rnn_direction(x, *states, *weights, nonlinearity=kind[4:], reverse=reverse)
+        return ops.gru_direction(x, *states, *weights, reverse=reverse)
+    return ops.rnn_direction(x, *states, *weights, nonlinearity=kind[4:], reverse=reverse)
 
 
 def compare_direction(kind, dtype, reverse, bias=True, sizes=(L, N, I, H), rtol=0.0):
@@ -154,8 +154,8 @@ def test_layers_both_impls_equal_torch(name, impl):
 
 def test_layers_run_the_fast_path_by_default(monkeypatch):
     calls = []
-    real = fast.DIRECTIONS["GRU"]
-    monkeypatch.setitem(fast.DIRECTIONS, "GRU", lambda *a: calls.append(1) or real(*a))
+    real = ops.DIRECTIONS["GRU"]
+    monkeypatch.setitem(ops.DIRECTIONS, "GRU", lambda *a: calls.append(1) or real(*a))
     rnn.GRU(I, H)(torch.randn(L, N, I))
     assert calls == [1]
     with pytest.raises(ValueError, match="impl must be one of"):
@@ -164,7 +164,7 @@ def test_layers_run_the_fast_path_by_default(monkeypatch):
 
 def test_rnn_direction_rejects_unknown_nonlinearity():
     with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"):
-        fast.rnn_direction(torch.randn(L, N, I), torch.zeros(N, H), torch.randn(H, I), torch.randn(H, H),
+        ops.rnn_direction(torch.randn(L, N, I), torch.zeros(N, H), torch.randn(H, I), torch.randn(H, H),
                            nonlinearity="sigmoid")
 
 
@@ -186,12 +186,11 @@ def test_cuda_equals_cpu(name):
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
 def test_runs_off_the_cpu_with_no_cpu_assumptions(name, monkeypatch):
-    """Where no GPU is lent, the non-CPU path is checked on torch's `meta` device (shapes without data): every buffer
-    must come from the input's device (a CPU tensor mixed in raises), and the compiled CPU loops must not be asked.
-    The numbers themselves are checked on CUDA by test_cuda_equals_cpu whenever a GPU is present."""
-    asked = []
-    real = fast._compiled
-    monkeypatch.setattr(fast, "_compiled", lambda x: asked.append(x.device.type) or real(x))
+    """Where no GPU is lent, the non-CPU path is checked on torch's `meta` device (shapes without data). A layer on
+    meta tensors goes through the registered operators, whose fake implementations give the shapes; the Python step
+    loops (CUDA's path) are then run on meta tensors directly: every buffer must come from the input's device (a CPU
+    tensor mixed in raises), and the compiled CPU loops must not be asked. The numbers themselves are checked on CUDA
+    by test_cuda_equals_cpu whenever a GPU is present."""
     m = getattr(rnn, name)(I, H, num_layers=2, bidirectional=True, batch_first=True).to("meta")
     x = torch.randn(N, L, I, device="meta", requires_grad=True)
     out, _ = m(x)
@@ -200,7 +199,31 @@ def test_runs_off_the_cpu_with_no_cpu_assumptions(name, monkeypatch):
     assert x.grad.shape == x.shape and all(p.grad.shape == p.shape and p.grad.is_meta for p in m.parameters())
     with torch.no_grad():
         assert m(x)[0].shape == (N, L, 2 * H)
-    assert set(asked) <= {"meta"} and (name != "LSTM" or asked)
+
+    asked = []
+    real = fast._compiled
+    monkeypatch.setattr(fast, "_compiled", lambda x: asked.append(x.device.type) or real(x))
+    g = {"LSTM": 4, "GRU": 3, "RNN": 1}[name]
+    x2, h0 = torch.randn(L * N, I, device="meta"), torch.randn(N, H, device="meta")
+    w = [torch.randn(g * H, I, device="meta"), torch.randn(g * H, H, device="meta")] + \
+        [torch.randn(g * H, device="meta") for _ in range(2)]
+    need = [True] * (7 if name == "LSTM" else 6)
+    for bs in (None, torch.tensor([N] * (L - 1) + [1]), ):
+        rows = L * N if bs is None else int(bs.sum())
+        xr = x2[:rows]
+        if name == "LSTM":
+            out, h_n, c_n, G, C, TC = fast.lstm_forward(xr, bs, h0, h0, *w, reverse=True)  # noqa: N806
+            grads = fast.lstm_backward(out, h_n, c_n, xr, bs, h0, h0, *w[:2], out, G, C, TC, True, need)
+        elif name == "GRU":
+            out, h_n, G, HN = fast.gru_forward(xr, bs, h0, *w, reverse=True)  # noqa: N806
+            grads = fast.gru_backward(out, h_n, xr, bs, h0, *w[:2], out, G, HN, True, need)
+        else:
+            out, h_n = fast.rnn_forward(xr, bs, h0, *w, relu=False, reverse=True)
+            grads = fast.rnn_backward(out, h_n, xr, bs, h0, *w[:2], out, False, True, need)
+        assert out.shape == (rows, H) and h_n.shape == (N, H) and out.is_meta
+        inputs = [xr, h0] + ([h0] if name == "LSTM" else []) + w
+        assert [tuple(v.shape) for v in grads] == [tuple(v.shape) for v in inputs]
+    assert asked and set(asked) == {"meta"}
     assert real(x) is None
 
 

@@ -42,7 +42,7 @@ def rnn_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | No
 
 
 # ---------------------------------------------------------------- LSTM
-def lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+def lstm_update(gates: Tensor, c: Tensor, w_hr: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The LSTM's pointwise part, given gates = x W_ih^T + b_ih + h W_hh^T + b_hh of shape (N, 4H):
 
         i = sigmoid(gates_i)     input gate         (how much of the candidate to write)
@@ -51,11 +51,12 @@ def lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         o = sigmoid(gates_o)     output gate
         c' = f * c + i * g
         h' = o * tanh(c')
+        h' = h' W_hr^T           with a projection (torch.nn.LSTM's proj_size = P): w_hr (P, H), h' (N, P)
     """
     i, f, g, o = gates.chunk(4, dim=1)
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h_new = torch.sigmoid(o) * torch.tanh(c_new)
-    return h_new, c_new
+    return (h_new if w_hr is None else h_new @ w_hr.t()), c_new
 
 
 def lstm_cell(x: Tensor, state: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,

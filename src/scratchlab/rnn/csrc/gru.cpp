@@ -4,8 +4,9 @@
 //   r = sigmoid(x W_ir + b_ir + h W_hr + b_hr)    z = sigmoid(x W_iz + b_iz + h W_hz + b_hz)
 //   n = tanh(x W_in + b_in + r (h W_hn + b_hn))   h' = n + z (h - n)
 //
-// Layouts are fast.py's: G (T, B, 3H) the activated (r, z, n), HN (T, B, H) = h W_hn + b_hn of every step (what dr
-// needs), Hs (T+1, B, H) the states; dGx, dGh (T, B, 3H) the gradients of the input- and hidden-side
+// Layouts are fast.py's, every per-step buffer with the rows of packed.h's `Steps` (N rows: a padded batch or a
+// PackedSequence's data): G (N, 3H) the activated (r, z, n), HN (N, H) = h W_hn + b_hn of every step (what dr
+// needs), out (N, H) the states h_t, h0 (B, H); dGx, dGh (N, 3H) the gradients of the input- and hidden-side
 // pre-activations (equal except in the n block, where dGh_n = dGx_n r).
 //
 // A forward tile holds four accumulator panels for 16 units, [r, z, n_x, n_h]: the input's r, z, n panels go into
@@ -121,58 +122,68 @@ void backward_cells(const float* go, const float* y, const float* zn, float* dh,
 }
 #endif
 
-// The forward: x (T, B, I); wx, wh = pack_gates of W_ih, W_hh (order (r, z, n), scales 1); bias = pack_gates of
-// [b_ir + b_hr, b_iz + b_hz, b_in, b_hn] as (4H, 1) (four blocks) or undefined; Hs (T+1, B, H) with h0 in slot 0
-// (reverse: T). keep (a backward follows): G (T, B, 3H) and HN (T, B, H) receive the activated gates and
-// h W_hn + b_hn; otherwise they are not touched (may be empty).
-void gru_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
-                        Tensor G, Tensor HN, Tensor Hs, bool reverse, bool keep) {
-  check_packed(Hs, wh);
-  check_packed(Hs, wx);
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), n = B * H, Hp = (H + 15) / 16 * 16;
-  TORCH_CHECK(T > 0, "gru_forward_packed: expected at least one step, got x ", x.sizes());
-  TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && x.scalar_type() == at::kFloat && Hs.size(0) == T + 1 &&
-              Hs.size(1) == B, "gru_forward_packed: x (T, B, I) and Hs (T+1, B, H) must be contiguous float32, got ",
-              x.sizes(), " and ", Hs.sizes());
+// The forward: x (N, I); wx, wh = pack_gates of W_ih, W_hh (order (r, z, n), scales 1); bias = pack_gates of
+// [b_ir + b_hr, b_iz + b_hz, b_in, b_hn] as (4H, 1) (four blocks) or undefined; h0 (B, H); out (N, H) receives h_t.
+// keep (a backward follows): G (N, 3H) and HN (N, H) receive the activated gates and h W_hn + b_hn; otherwise they
+// are not touched (may be empty).
+void gru_forward_packed(const Tensor& x, const std::optional<Tensor>& batch_sizes, const Tensor& h0, const Tensor& wx,
+                        const std::optional<Tensor>& bias, const Tensor& wh, Tensor G, Tensor HN, Tensor out,
+                        bool reverse, bool keep) {
+  check_packed(out, wh);
+  check_packed(out, wx);
+  TORCH_CHECK(h0.dim() == 2 && h0.is_contiguous() && h0.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat,
+              "gru_forward_packed: x and h0 must be float32, h0 a contiguous (B, H), got ", h0.sizes());
+  const int64_t I = x.size(-1), B = h0.size(0), H = h0.size(1), Hp = (H + 15) / 16 * 16;
+  const Steps s(batch_sizes, x.numel() / std::max<int64_t>(I, 1), B, reverse);
+  check_rows(s, x, I, "gru_forward_packed: x");
+  check_rows(s, out, H, "gru_forward_packed: out");
+  if (keep) {
+    check_rows(s, G, 3 * H, "gru_forward_packed: G");
+    check_rows(s, HN, H, "gru_forward_packed: HN");
+  }
   TORCH_CHECK(wx.size(0) == 3 * Hp / 16 && wx.size(1) == I && wh.size(0) == 3 * Hp / 16 && wh.size(1) == H,
               "gru_forward_packed: weights ", wx.sizes(), ", ", wh.sizes(), " are not pack_gates of (3H, I), (3H, H)",
               " for H = ", H);
-  TORCH_CHECK(!keep || (G.is_contiguous() && HN.is_contiguous() && G.numel() == 3 * T * n && HN.numel() == T * n),
-              "gru_forward_packed: G (T, B, 3H) and HN (T, B, H) must be contiguous, got ", G.sizes(), ", ",
-              HN.sizes());
   TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == 4 * Hp && bias->scalar_type() == at::kFloat),
               "gru_forward_packed: bias must be a contiguous float32 (4Hp,) tensor (pack_gates of (4H, 1))");
 #ifdef SCRATCHLAB_PACKED
-  float* h = Hs.data_ptr<float>();
+  float* h = out.data_ptr<float>();
   float *g = keep ? G.data_ptr<float>() : nullptr, *hn = keep ? HN.data_ptr<float>() : nullptr;
   const float *xp = x.data_ptr<float>(), *wxp = wx.data_ptr<float>(), *whp = wh.data_ptr<float>();
-  const float* b = bias ? bias->data_ptr<float>() : nullptr;
-  for (int64_t k = 0; k < T; ++k) {
-    const Slot s = slot(k, T, reverse);
+  const float *hi = h0.data_ptr<float>(), *b = bias ? bias->data_ptr<float>() : nullptr;
+  std::vector<float> hs(B * H);
+  for (int64_t k = 0; k < s.T; ++k) {
+    const int64_t t = s.step(k), rows = s.bs[t], o = s.off[t];
+    const float* hp = previous(s, t, static_cast<const float*>(h), hi, hs.data(), H);
     if (keep) {
-      forward_step<true>(xp + s.t * B * I, I, wxp, b, h + s.rd * n, whp, h + s.wr * n, g + s.t * 3 * n,
-                         hn + s.t * n, B, H);
+      forward_step<true>(xp + o * I, I, wxp, b, hp, whp, h + o * H, g + o * 3 * H, hn + o * H, rows, H);
     } else {
-      forward_step<false>(xp + s.t * B * I, I, wxp, b, h + s.rd * n, whp, h + s.wr * n, nullptr, nullptr, B, H);
+      forward_step<false>(xp + o * I, I, wxp, b, hp, whp, h + o * H, nullptr, nullptr, rows, H);
     }
   }
 #endif
 }
 
-// Backward through time: gout (T, B, H) contiguous with dL/dh_n already added to the last step's slice; G, HN, Hs
-// from the forward; w_t = pack_gates(W_hh, transposed) (Hp/16, 3H, 16); fills dGx, dGh (T, B, 3H), adds their sums
-// over steps and rows to dbx, dbh (float64 (3H,), or empty), and, when dwt (I + H, 3H) float64 is given (H a
-// multiple of 16), adds [X^T dGx; H_prev^T dGh] to it; returns dL/dh0 = dGh_0 W_hh + dh_0 z_0.
-Tensor gru_backward_packed(const Tensor& gout, const Tensor& G, const Tensor& HN, const Tensor& Hs, const Tensor& w_t,
-                           Tensor dGx, Tensor dGh, Tensor dbx, Tensor dbh, bool reverse,
-                           const std::optional<Tensor>& x, std::optional<Tensor> dwt) {
-  const int64_t T = gout.size(0), B = gout.size(1), H = gout.size(2), n = B * H, I = x ? x->size(2) : 0;
-  check_packed(Hs, w_t);
-  TORCH_CHECK(T > 0 && gout.is_contiguous() && G.is_contiguous() && HN.is_contiguous() && Hs.is_contiguous() &&
-              dGx.is_contiguous() && dGh.is_contiguous() && G.numel() == 3 * T * n && HN.numel() == T * n &&
-              Hs.size(0) == T + 1 && dGx.numel() == 3 * T * n && dGh.numel() == 3 * T * n,
-              "gru_backward_packed: gout, HN (T, B, H), G, dGx, dGh (T, B, 3H) and Hs (T+1, B, H) must be contiguous, "
-              "got gout ", gout.sizes(), ", G ", G.sizes(), ", Hs ", Hs.sizes());
+// Backward through time: gout (N, H) contiguous, each sequence's dL/dh_n already added at its last row (fast.py);
+// G, HN, out from the forward, h0 (B, H); w_t = pack_gates(W_hh, transposed) (Hp/16, 3H, 16); fills dGx, dGh
+// (N, 3H), adds their column sums to dbx, dbh (float64 (3H,), or empty), and, when dwt (I + H, 3H) float64 is given
+// (H a multiple of 16, x (N, I)), adds [x_t^T dGx_t; h_{t-1}^T dGh_t] of every step to it; returns dL/dh0 =
+// dGh W_hh + dh z at each sequence's first row (B, H).
+Tensor gru_backward_packed(const Tensor& gout, const std::optional<Tensor>& batch_sizes, const Tensor& G,
+                           const Tensor& HN, const Tensor& out, const Tensor& h0, const Tensor& w_t, Tensor dGx,
+                           Tensor dGh, Tensor dbx, Tensor dbh, bool reverse, const std::optional<Tensor>& x,
+                           std::optional<Tensor> dwt) {
+  check_packed(out, w_t);
+  TORCH_CHECK(h0.dim() == 2 && h0.is_contiguous() && h0.scalar_type() == at::kFloat,
+              "gru_backward_packed: h0 must be a contiguous float32 (B, H), got ", h0.sizes());
+  const int64_t B = h0.size(0), H = h0.size(1), I = x ? x->size(-1) : 0;
+  const Steps s(batch_sizes, gout.numel() / H, B, reverse);
+  check_rows(s, gout, H, "gru_backward_packed: gout");
+  check_rows(s, HN, H, "gru_backward_packed: HN");
+  check_rows(s, out, H, "gru_backward_packed: out");
+  check_rows(s, G, 3 * H, "gru_backward_packed: G");
+  check_rows(s, dGx, 3 * H, "gru_backward_packed: dGx");
+  check_rows(s, dGh, 3 * H, "gru_backward_packed: dGh");
   TORCH_CHECK(w_t.size(0) == (H + 15) / 16 && w_t.size(1) == 3 * H, "gru_backward_packed: weight ", w_t.sizes(),
               " is not pack_gates(W_hh, transposed) for H = ", H);
   const bool biases = dbx.numel() > 0;
@@ -180,18 +191,18 @@ Tensor gru_backward_packed(const Tensor& gout, const Tensor& G, const Tensor& HN
                                                          dbh.scalar_type() == at::kDouble && dbx.is_contiguous() &&
                                                          dbh.is_contiguous())),
               "gru_backward_packed: dbx, dbh must both be empty or contiguous float64 (3H,) tensors");
-  TORCH_CHECK(!dwt || (x && x->is_contiguous() && x->size(0) == T && x->size(1) == B && H % 16 == 0 &&
-                       dwt->is_contiguous() && dwt->scalar_type() == at::kDouble && dwt->size(0) == I + H &&
-                       dwt->size(1) == 3 * H),
-              "gru_backward_packed: dWT (I + H, 3H, float64) is accumulated from a contiguous x (T, B, I), for H a "
-              "multiple of 16");
+  TORCH_CHECK(!dwt || (x && I > 0 && H % 16 == 0 && dwt->is_contiguous() && dwt->scalar_type() == at::kDouble &&
+                       dwt->size(0) == I + H && dwt->size(1) == 3 * H),
+              "gru_backward_packed: dWT (I + H, 3H, float64) is accumulated from x (N, I), for H a multiple of 16");
+  if (dwt) check_rows(s, *x, I, "gru_backward_packed: x");
   Tensor dh0 = at::empty({B, H}, gout.options());
 #ifdef SCRATCHLAB_PACKED
   const float *go = gout.data_ptr<float>(), *g = G.data_ptr<float>(), *hnp = HN.data_ptr<float>(),
-              *h = Hs.data_ptr<float>(), *wt = w_t.data_ptr<float>();
-  const float* xp = x ? x->data_ptr<float>() : nullptr;
+              *h = out.data_ptr<float>(), *hi = h0.data_ptr<float>(), *wt = w_t.data_ptr<float>();
+  const float* xp = dwt ? x->data_ptr<float>() : nullptr;
   float *dx = dGx.data_ptr<float>(), *dhh = dGh.data_ptr<float>();
-  std::vector<float> dh(n), part(biases ? 6 * H : 0);   // dh_t; one step's bias gradients (float32 over B rows)
+  // dh: each row's dh at its latest step (the z path into the step before it); part: one step's bias gradients
+  std::vector<float> dh(B * H), part(biases ? 6 * H : 0), hs(B * H);
   double *tx = biases ? dbx.data_ptr<double>() : nullptr, *th = biases ? dbh.data_ptr<double>() : nullptr;
   float *px = biases ? part.data() : nullptr, *ph = biases ? part.data() + 3 * H : nullptr;
   auto add_part = [&] {
@@ -199,45 +210,48 @@ Tensor gru_backward_packed(const Tensor& gout, const Tensor& G, const Tensor& HN
       tx[j] += px[j], th[j] += ph[j], px[j] = 0, ph[j] = 0;
     }
   };
-  StepWeightGradient weights(dwt ? dwt->data_ptr<double>() : nullptr, I, H, 3 * H, B);
-  auto finish_step = [&](const Slot& s) {
+  StepWeightGradient weights(dwt ? dwt->data_ptr<double>() : nullptr, I, H, 3 * H);
+  for (int64_t k = s.T - 1; k >= 0; --k) {
+    const int64_t t = s.step(k), rows = s.bs[t], o = s.off[t], cont = s.continued(t);
+    const float *got = go + o * H, *gt = g + o * 3 * H, *hnt = hnp + o * H;
+    const float* hpt = previous(s, t, h, hi, hs.data(), H);
+    float *dxt = dx + o * 3 * H, *dht = dhh + o * 3 * H;
+    if (cont > 0) {                                       // dh_t gets dGh_next W_hh and the z path dh_next z_next
+      const int64_t on = s.off[s.step(k + 1)];
+      const float* zn = g + on * 3 * H + H;                // z of the step run after t
+      packed_product(dhh + on * 3 * H, cont, 3 * H, wt, H, [&](int64_t r, int64_t mr, int64_t u, int64_t cols) {
+        const int64_t q = r * H + u, bytes = 4 * cols;
+        for (int64_t j = 0; j < 3; ++j) prefetch_rows(gt + r * 3 * H + j * H + u, mr, 3 * H, bytes);
+        prefetch_rows(zn + r * 3 * H + u, mr, 3 * H, bytes);
+        for (const float* p : {got, hnt, hpt}) prefetch_rows(p + q, mr, H, bytes);
+      }, [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
+        const int64_t q = r * H + u, q3 = r * 3 * H + u;
+        backward_cells(got + q, y, zn + r * 3 * H + u, dh.data() + q, gt + q3, hnt + q, hpt + q, dxt + q3, dht + q3,
+                       px ? px + u : nullptr, ph ? ph + u : nullptr, mr, cols, H);
+      });
+    }
+    if (cont < rows) {                                    // rows whose sequence ends here: nothing flows in
+      column_panels(H, [&](int64_t u, int64_t cols) {
+        const int64_t q = cont * H + u, q3 = cont * 3 * H + u;
+        backward_cells(got + q, nullptr, nullptr, dh.data() + q, gt + q3, hnt + q, hpt + q, dxt + q3, dht + q3,
+                       px ? px + u : nullptr, ph ? ph + u : nullptr, rows - cont, cols, H);
+      });
+    }
     if (biases) add_part();
-    weights.add(xp ? xp + s.t * B * I : nullptr, h + s.rd * n, dx + s.t * 3 * n, dhh + s.t * 3 * n);
-  };
-  Slot s = slot(T - 1, T, reverse);                       // the last step: nothing flows in from after it
-  column_panels(H, [&](int64_t u, int64_t cols) {
-    backward_cells(go + s.t * n + u, nullptr, nullptr, dh.data() + u, g + s.t * 3 * n + u, hnp + s.t * n + u,
-                   h + s.rd * n + u, dx + s.t * 3 * n + u, dhh + s.t * 3 * n + u, px ? px + u : nullptr,
-                   ph ? ph + u : nullptr, B, cols, H);
-  });
-  finish_step(s);
-  for (int64_t k = T - 2; k >= 0; --k) {
-    const int64_t t_next = s.t;
-    s = slot(k, T, reverse);
-    const float *got = go + s.t * n, *gt = g + s.t * 3 * n, *hnt = hnp + s.t * n, *hpt = h + s.rd * n;
-    const float* zn = g + t_next * 3 * n + H;            // z_{t+1}
-    float *dxt = dx + s.t * 3 * n, *dht = dhh + s.t * 3 * n;
-    packed_product(dhh + t_next * 3 * n, B, 3 * H, wt, H, [&](int64_t r, int64_t mr, int64_t u, int64_t cols) {
-      const int64_t o = r * H + u, bytes = 4 * cols;
-      for (int64_t q = 0; q < 3; ++q) prefetch_rows(gt + r * 3 * H + q * H + u, mr, 3 * H, bytes);
-      prefetch_rows(zn + r * 3 * H + u, mr, 3 * H, bytes);
-      for (const float* p : {got, hnt, hpt}) prefetch_rows(p + o, mr, H, bytes);
-    }, [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
-      const int64_t o = r * H + u, q = r * 3 * H + u;
-      backward_cells(got + o, y, zn + r * 3 * H + u, dh.data() + o, gt + q, hnt + o, hpt + o, dxt + q, dht + q,
-                     px ? px + u : nullptr, ph ? ph + u : nullptr, mr, cols, H);
-    });
-    finish_step(s);
+    weights.add(xp ? xp + o * I : nullptr, hpt, dxt, dht, rows);
   }
   weights.flush();
-  const float* z0 = g + s.t * 3 * n + H;                 // dL/dh0 = dGh_0 W_hh + dh_0 z_0
-  float* out = dh0.data_ptr<float>();
-  packed_product(dhh + s.t * 3 * n, B, 3 * H, wt, H, [](int64_t, int64_t, int64_t, int64_t) {},
+  // dL/dh0 = dGh W_hh + dh z at each sequence's first row (dh holds each row's dh there: no later step touched it)
+  std::vector<float> gathered_d(s.reverse && !s.uniform() ? B * 3 * H : 0), gathered_g(gathered_d.size());
+  const float* d0 = first_rows(s, static_cast<const float*>(dhh), gathered_d.data(), 3 * H);
+  const float* z0 = first_rows(s, g, gathered_g.data(), 3 * H) + H;
+  float* dh0p = dh0.data_ptr<float>();
+  packed_product(d0, B, 3 * H, wt, H, [](int64_t, int64_t, int64_t, int64_t) {},
                  [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
     for (int64_t i = 0; i < mr; ++i) {
       const int64_t row = r + i;
       for (int64_t j = 0; j < cols; ++j) {
-        out[row * H + u + j] = y[i * 64 + j] + dh[row * H + u + j] * z0[row * 3 * H + u + j];
+        dh0p[row * H + u + j] = y[i * 64 + j] + dh[row * H + u + j] * z0[row * 3 * H + u + j];
       }
     }
   });
@@ -250,9 +264,9 @@ Tensor gru_backward_packed(const Tensor& gout, const Tensor& G, const Tensor& HN
 
 TORCH_LIBRARY_FRAGMENT(scratchlab_rnn, m) {
   using namespace scratchlab;
-  m.def("gru_forward_packed(Tensor x, Tensor wx, Tensor? bias, Tensor wh, Tensor(a!) G, Tensor(b!) HN,"
-        " Tensor(c!) Hs, bool reverse, bool keep) -> ()", &gru_forward_packed);
-  m.def("gru_backward_packed(Tensor gout, Tensor G, Tensor HN, Tensor Hs, Tensor w_t, Tensor(a!) dGx,"
-        " Tensor(b!) dGh, Tensor(c!) dbx, Tensor(d!) dbh, bool reverse, Tensor? x=None, Tensor(e!)? dwt=None)"
-        " -> Tensor", &gru_backward_packed);
+  m.def("gru_forward_packed(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor wx, Tensor? bias, Tensor wh,"
+        " Tensor(a!) G, Tensor(b!) HN, Tensor(c!) out, bool reverse, bool keep) -> ()", &gru_forward_packed);
+  m.def("gru_backward_packed(Tensor gout, Tensor? batch_sizes, Tensor G, Tensor HN, Tensor out, Tensor h0,"
+        " Tensor w_t, Tensor(a!) dGx, Tensor(b!) dGh, Tensor(c!) dbx, Tensor(d!) dbh, bool reverse, Tensor? x=None,"
+        " Tensor(e!)? dwt=None) -> Tensor", &gru_backward_packed);
 }

@@ -1,18 +1,18 @@
 // The step loops of one LSTM layer-direction (scratchlab.rnn.fast), compiled. Loaded by scratchlab/rnn/_cext.py;
-// the math and the layouts are fast.py's (docs/design.md, speed plan, says what each part bought):
+// the math and the layouts are fast.py's (docs/design.md, speed plan, says what each part bought). Every per-step
+// buffer has the rows of packed.h's `Steps` (N rows: a padded (T, B) batch or a PackedSequence's data):
 //
-//   G   (T, B, 4H)  gates in (o, i, f, g) order with the g block scaled by 2 (tanh(a) = 2 sigmoid(2a) - 1): the
-//                   activated gates after the forward (with the library kernel, x_t W_ih^T + b on entry)
-//   Hs, Cs, TC (T+1, B, H)  states h, c and tanh(c); a forward step reads slot t and writes t+1, a reverse step
-//                   reads t+1 and writes t
+//   G    (N, 4H)  gates in (o, i, f, g) order with the g block scaled by 2 (tanh(a) = 2 sigmoid(2a) - 1): the
+//                 activated gates after the forward (with the library kernel, x_t W_ih^T + b on entry)
+//   out, C, TC (N, H)  h_t, c_t and tanh(c_t) of every step; h0, c0 (B, H) the initial states
 //
 // Two kernels. The packed kernel (packed.h; float32 on an AVX-512 CPU, any H; `lstm_forward_packed`,
 // `lstm_backward` with kernel 2) computes the step products itself in register tiles, with the input projection,
 // the gate math and the weight gradients inside the step loops and each step's tiles split over torch's threads:
 // no library call per step. The library kernel (everything else; `lstm_forward`, `lstm_backward` with kernel 0 or
 // 1) makes each step's product with oneDNN's matmul (torch.ops.mkldnn._linear_pointwise, found once through the
-// dispatcher) or at::mm, followed by ONE fused pass over the step's (B, 4H) gates. The pointwise loops are plain
-// C++ that gcc vectorises (-O3).
+// dispatcher) or at::mm, followed by ONE fused pass over the step's (rows, 4H) gates. The pointwise loops are plain
+// C++ that gcc vectorises (-O3). A step's products and cells cover its bs[t] rows only.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -125,8 +125,8 @@ void packed_forward_step(const float* x, int64_t I, const float* wx, const float
 // refuses double), it only lets the dispatch over float types compile.
 template <typename T>
 struct PackedWeightGradient {
-  PackedWeightGradient(double*, int64_t, int64_t, int64_t, int64_t) {}
-  void add(const T*, const T*, const T*) {}
+  PackedWeightGradient(double*, int64_t, int64_t, int64_t) {}
+  void add(const T*, const T*, const T*, int64_t) {}
   void flush() {}
 };
 #ifdef SCRATCHLAB_PACKED
@@ -136,72 +136,113 @@ struct PackedWeightGradient<float> : StepWeightGradient {
 };
 #endif
 
-// The forward with the library kernel: G holds x_t W_ih^T + b for every t on entry, the activated gates on exit
-// (unfinished when !keep, inference); w is W_hh (4H, H) as fast.py's `pack` returns it (oneDNN's blocked layout for
-// float32 on CPU when onednn, else plain).
-void lstm_forward(Tensor G, Tensor Hs, Tensor Cs, Tensor TC, const Tensor& w, bool reverse, bool onednn, bool keep) {
-  const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
-  TORCH_CHECK(G.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && TC.is_contiguous(),
-              "lstm_forward: buffers must be contiguous");
+// rows x cols values at p as a tensor for the library's products (a view, not owned, no copy).
+template <typename T>
+Tensor rows_of(const T* p, int64_t rows, int64_t cols, const Tensor& like) {
+  return at::from_blob(const_cast<T*>(p), {rows, cols}, like.options());
+}
+
+// h0, c0: contiguous (B, H) of the buffers' type.
+void check_states(const Tensor& h0, const Tensor& c0, const Tensor& like, const char* fn) {
+  TORCH_CHECK(h0.dim() == 2 && h0.is_contiguous() && c0.is_contiguous() && c0.sizes() == h0.sizes() &&
+              h0.scalar_type() == like.scalar_type() && c0.scalar_type() == like.scalar_type(),
+              fn, ": h0 and c0 must be contiguous (B, H) tensors of the buffers' type, got ", h0.sizes(), " and ",
+              c0.sizes());
+}
+
+// The forward with the library kernel. G (N, 4H) holds x_t W_ih^T + b for every row on entry, the activated gates
+// on exit (unfinished when !keep, inference); out (N, H) receives h_t; w is W_hh (4H, H) as fast.py's `pack`
+// returns it (oneDNN's blocked layout for float32 on CPU when onednn, else plain). keep (a backward follows): C, TC
+// (N, H) receive c_t and tanh(c_t). Otherwise C is (B, H), holds c0 on entry and each sequence's last c on exit
+// (a cell's c is read by that cell alone, so it is updated in place), and TC is not touched.
+void lstm_forward(Tensor G, const std::optional<Tensor>& batch_sizes, const Tensor& h0, const Tensor& c0, Tensor out,
+                  Tensor C, Tensor TC, const Tensor& w, bool reverse, bool onednn, bool keep) {
+  check_states(h0, c0, G, "lstm_forward");
+  const int64_t B = h0.size(0), H = h0.size(1);
+  const Steps s(batch_sizes, out.numel() / H, B, reverse);
+  check_rows(s, G, 4 * H, "lstm_forward: G");
+  check_rows(s, out, H, "lstm_forward: out");
+  if (keep) {
+    check_rows(s, C, H, "lstm_forward: C");
+    check_rows(s, TC, H, "lstm_forward: TC");
+  } else {
+    TORCH_CHECK(C.is_contiguous() && C.numel() == B * H, "lstm_forward: without keep, C is the (B, H) running c");
+  }
   AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "lstm_forward", [&] {
-    scalar_t *g = G.data_ptr<scalar_t>(), *h = Hs.data_ptr<scalar_t>(), *c = Cs.data_ptr<scalar_t>(),
-             *tc = TC.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < T; ++k) {
-      const Slot s = slot(k, T, reverse);
-      const Tensor y = linear(Hs[s.rd], w, onednn).contiguous();  // h_{t-1} W_hh^T, (B, 4H)
-      auto step = keep ? forward_block<scalar_t, true> : forward_block<scalar_t, false>;
-      step(g + s.t * 4 * n, y.data_ptr<scalar_t>(), 4 * H, H, c + s.rd * n, c + s.wr * n, tc + s.wr * n,
-           h + s.wr * n, B, H, H);
+    scalar_t *g = G.data_ptr<scalar_t>(), *h = out.data_ptr<scalar_t>(), *c = C.data_ptr<scalar_t>();
+    scalar_t* tc = keep ? TC.data_ptr<scalar_t>() : nullptr;
+    const scalar_t *hi = h0.data_ptr<scalar_t>(), *ci = c0.data_ptr<scalar_t>();
+    std::vector<scalar_t> hs(B * H), cs(keep ? B * H : 0);  // rows gathered where sequences start (`previous`)
+    for (int64_t k = 0; k < s.T; ++k) {
+      const int64_t t = s.step(k), rows = s.bs[t], o = s.off[t];
+      const scalar_t* hp = previous(s, t, static_cast<const scalar_t*>(h), hi, hs.data(), H);
+      const Tensor y = linear(rows_of(hp, rows, H, G), w, onednn).contiguous();  // h_{t-1} W_hh^T, (rows, 4H)
+      if (keep) {
+        const scalar_t* cp = previous(s, t, static_cast<const scalar_t*>(c), ci, cs.data(), H);
+        forward_block<scalar_t, true>(g + o * 4 * H, y.data_ptr<scalar_t>(), 4 * H, H, cp, c + o * H, tc + o * H,
+                                      h + o * H, rows, H, H);
+      } else {
+        forward_block<scalar_t, false>(g + o * 4 * H, y.data_ptr<scalar_t>(), 4 * H, H, c, c, nullptr, h + o * H,
+                                       rows, H, H);
+      }
     }
   });
 }
 
-// The forward with the packed kernel, the input projection inside each step: x (T, B, I), wx = pack_gates(W_ih),
-// bias (4Hp) or undefined, wh = pack_gates(W_hh) (gate blocks in (o, i, f, g) order, g scaled by 2); Hs
-// (T+1, B, H) as lstm_forward's. keep (a backward follows): Cs, TC (T+1, B, H) as lstm_forward's and G (T, B, 4H)
-// receives the activated gates. Otherwise only the last c is wanted: Cs is (2, B, H) with c0 in slot 0, the steps
-// alternate between its slots (the last c ends in slot T % 2), and G and TC are not touched (may be empty).
-void lstm_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
-                         Tensor G, Tensor Hs, Tensor Cs, Tensor TC, bool reverse, bool keep) {
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), n = B * H;
-  TORCH_CHECK(T > 0, "lstm_forward_packed: expected at least one step, got x ", x.sizes());
-  check_packed(Hs, wh);
-  check_packed(Hs, wx);
-  TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && Cs.is_contiguous() && x.scalar_type() == at::kFloat &&
-              (!keep || (G.is_contiguous() && TC.is_contiguous())), "lstm_forward_packed: buffers must be "
-              "contiguous float32");
-  const int64_t Hp = (H + 15) / 16 * 16;
+// The forward with the packed kernel, the input projection inside each step: x (N, I), wx = pack_gates(W_ih), bias
+// (4Hp) or undefined, wh = pack_gates(W_hh) (gate blocks in (o, i, f, g) order, g scaled by 2); out, G, C, TC and
+// keep as lstm_forward's.
+void lstm_forward_packed(const Tensor& x, const std::optional<Tensor>& batch_sizes, const Tensor& h0,
+                         const Tensor& c0, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
+                         Tensor G, Tensor out, Tensor C, Tensor TC, bool reverse, bool keep) {
+  check_packed(out, wh);
+  check_packed(out, wx);
+  check_states(h0, c0, out, "lstm_forward_packed");
+  const int64_t I = x.size(-1), B = h0.size(0), H = h0.size(1), Hp = (H + 15) / 16 * 16;
+  TORCH_CHECK(I > 0 && x.scalar_type() == at::kFloat, "lstm_forward_packed: x must be float32 (N, I), got ",
+              x.scalar_type(), " ", x.sizes());
+  const Steps s(batch_sizes, x.numel() / I, B, reverse);
+  check_rows(s, x, I, "lstm_forward_packed: x");
+  check_rows(s, out, H, "lstm_forward_packed: out");
+  if (keep) {
+    check_rows(s, G, 4 * H, "lstm_forward_packed: G");
+    check_rows(s, C, H, "lstm_forward_packed: C");
+    check_rows(s, TC, H, "lstm_forward_packed: TC");
+  } else {
+    TORCH_CHECK(C.is_contiguous() && C.numel() == B * H, "lstm_forward_packed: without keep, C is the (B, H) "
+                "running c");
+  }
   TORCH_CHECK(wh.size(0) == Hp / 4 && wh.size(1) == H && wx.size(0) == Hp / 4 && wx.size(1) == I,
               "lstm_forward_packed: weights ", wx.sizes(), ", ", wh.sizes(), " are not pack_gates of (4H, I), (4H, H)",
               " for H = ", H);
-  const int64_t c_slots = keep ? T + 1 : 2;
-  TORCH_CHECK(Hs.size(0) == T + 1 && Hs.size(1) == B && Cs.numel() == c_slots * n &&
-              (!keep || (G.numel() == T * 4 * n && TC.numel() == (T + 1) * n)),
-              "lstm_forward_packed: buffer shapes do not match x ", x.sizes());
   TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == 4 * Hp && bias->scalar_type() == at::kFloat),
               "lstm_forward_packed: bias must be a contiguous float32 (4Hp,) tensor (pack_gates of (4H, 1))");
 #ifdef SCRATCHLAB_PACKED
-  float *h = Hs.data_ptr<float>(), *c = Cs.data_ptr<float>();
+  float *h = out.data_ptr<float>(), *c = C.data_ptr<float>();
   float *g = keep ? G.data_ptr<float>() : nullptr, *tc = keep ? TC.data_ptr<float>() : nullptr;
   const float *xp = x.data_ptr<float>(), *wxp = wx.data_ptr<float>(), *whp = wh.data_ptr<float>();
+  const float *hi = h0.data_ptr<float>(), *ci = c0.data_ptr<float>();
   const float* b = bias ? bias->data_ptr<float>() : nullptr;
-  for (int64_t k = 0; k < T; ++k) {
-    const Slot s = slot(k, T, reverse);
+  std::vector<float> hs(B * H), cs(keep ? B * H : 0);
+  for (int64_t k = 0; k < s.T; ++k) {
+    const int64_t t = s.step(k), rows = s.bs[t], o = s.off[t];
+    const float* hp = previous(s, t, static_cast<const float*>(h), hi, hs.data(), H);
     if (keep) {
-      packed_forward_step<true>(xp + s.t * B * I, I, wxp, b, g + s.t * 4 * n, h + s.rd * n, whp, c + s.rd * n,
-                                c + s.wr * n, tc + s.wr * n, h + s.wr * n, B, H);
+      const float* cp = previous(s, t, static_cast<const float*>(c), ci, cs.data(), H);
+      packed_forward_step<true>(xp + o * I, I, wxp, b, g + o * 4 * H, hp, whp, cp, c + o * H, tc + o * H, h + o * H,
+                                rows, H);
     } else {
-      packed_forward_step<false>(xp + s.t * B * I, I, wxp, b, nullptr, h + s.rd * n, whp, c + (k % 2) * n,
-                                 c + ((k + 1) % 2) * n, nullptr, h + s.wr * n, B, H);
+      packed_forward_step<false>(xp + o * I, I, wxp, b, nullptr, hp, whp, c, c, nullptr, h + o * H, rows, H);
     }
   }
 #endif
 }
 
 // One backward step with the packed kernel (float32 only; the double overloads are never called, check_packed
-// refuses them): dG_{t+1} W_hh tile by tile, each followed by backward_block on its cells, whose data is
-// prefetched before the tile's product so that the product hides the memory latency. Arguments as backward_block's
-// for the whole step; dg_next = dG_{t+1} (B, 4H), w_t = pack_gates(W_hh, transposed).
+// refuses them): dG_next W_hh tile by tile for the step's first B rows, each tile followed by backward_block on its
+// cells, whose data is prefetched before the tile's product so that the product hides the memory latency.
+// Arguments as backward_block's for those rows; dg_next = dG of the step run after this one (row stride 4H),
+// w_t = pack_gates(W_hh, transposed).
 void packed_backward_step(const double*, const Tensor&, const double*, const double*, const double*, const double*,
                           double*, double*, double*, int64_t, int64_t) {}
 void packed_linear(const double*, const Tensor&, double*, int64_t, int64_t) {}
@@ -229,22 +270,31 @@ void packed_backward_step(const float*, const Tensor&, const float*, const float
 void packed_linear(const float*, const Tensor&, float*, int64_t, int64_t) {}
 #endif
 
-// Backward through time. gout (T, B, H) contiguous with dL/dh_n already added to the last step's slice, dc (B, H)
-// = dL/dc_n (becomes dL/dc0), w_t: W_hh^T (H, 4H) in the kernel's layout; fills dG (T, B, 4H), adds sum_t,b dG to
-// db (float64 (4H,), or empty to skip) and returns dL/dh0 = dG_0 W_hh.
-Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tensor& Cs, const Tensor& TC,
-                     const Tensor& w_t, Tensor dG, Tensor db, bool reverse, int64_t kernel,
-                     const std::optional<Tensor>& x, const std::optional<Tensor>& Hs, std::optional<Tensor> dwt) {
-  const int64_t T = G.size(0), B = G.size(1), H = G.size(2) / 4, n = B * H;
-  const int64_t I = x ? x->size(2) : 0;
-  TORCH_CHECK(T > 0, "lstm_backward: expected at least one step, got G ", G.sizes());
-  TORCH_CHECK(!dwt || (kernel == kPacked && x && Hs && x->is_contiguous() && Hs->is_contiguous() &&
-                       dwt->is_contiguous() && x->size(0) == T && x->size(1) == B && Hs->size(0) == T + 1 &&
+// Backward through time. gout (N, H) contiguous, each sequence's dL/dh_n already added at its last row (fast.py);
+// dc (B, H) = dL/dc_n on entry, dL/dc0 on exit; G, C, TC from the forward, c0 (B, H); w_t: W_hh^T (H, 4H) in the
+// kernel's layout. Fills dG (N, 4H), adds its column sums to db (float64 (4H,), or empty to skip) and returns
+// dL/dh0 = dG W_hh at each sequence's first row (B, H). With the packed kernel and dwt ((I + H, 4H) float64; x (N, I),
+// out (N, H) and h0 (B, H) given) it adds [x_t, h_{t-1}]^T dG_t of every step to dwt.
+Tensor lstm_backward(const Tensor& gout, const std::optional<Tensor>& batch_sizes, Tensor dc, const Tensor& G,
+                     const Tensor& C, const Tensor& c0, const Tensor& TC, const Tensor& w_t, Tensor dG, Tensor db,
+                     bool reverse, int64_t kernel, const std::optional<Tensor>& x, const std::optional<Tensor>& out,
+                     const std::optional<Tensor>& h0, std::optional<Tensor> dwt) {
+  check_states(dc, c0, G, "lstm_backward");
+  const int64_t B = c0.size(0), H = c0.size(1), I = x ? x->size(-1) : 0;
+  const Steps s(batch_sizes, gout.numel() / H, B, reverse);
+  for (const auto& [t, w, what] : {std::tuple{&gout, H, "gout"}, std::tuple{&G, 4 * H, "G"}, std::tuple{&C, H, "C"},
+                                   std::tuple{&TC, H, "TC"},
+                                   std::tuple{static_cast<const Tensor*>(&dG), 4 * H, "dG"}}) {
+    check_rows(s, *t, w, what);
+  }
+  TORCH_CHECK(!dwt || (kernel == kPacked && x && out && h0 && I > 0 && dwt->is_contiguous() &&
                        dwt->size(0) == I + H && dwt->size(1) == 4 * H && dwt->scalar_type() == at::kDouble),
-              "lstm_backward: dWT (I + H, 4H, float64) is accumulated by the packed kernel only, from contiguous x "
-              "(T, B, I) and Hs (T + 1, B, H)");
-  TORCH_CHECK(gout.is_contiguous() && dc.is_contiguous() && dG.is_contiguous() && G.is_contiguous() &&
-              Cs.is_contiguous() && TC.is_contiguous(), "lstm_backward: tensors must be contiguous");
+              "lstm_backward: dWT (I + H, 4H, float64) is accumulated by the packed kernel only, from x, out and h0");
+  if (dwt) {
+    check_rows(s, *x, I, "lstm_backward: x");
+    check_rows(s, *out, H, "lstm_backward: out");
+    check_states(*h0, c0, G, "lstm_backward");
+  }
   TORCH_CHECK(db.numel() == 0 || (db.numel() == 4 * H && db.scalar_type() == at::kDouble && db.is_contiguous()),
               "lstm_backward: db must be empty or a contiguous float64 (4H,) tensor");
   double* dbias = db.numel() ? db.data_ptr<double>() : nullptr;
@@ -256,50 +306,52 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
                 "multiple of 16, got ", H);
   }
   return AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "lstm_backward", [&] {
-    const scalar_t *g = G.data_ptr<scalar_t>(), *go = gout.data_ptr<scalar_t>(), *c = Cs.data_ptr<scalar_t>(),
-                   *tc = TC.data_ptr<scalar_t>();
+    const scalar_t *g = G.data_ptr<scalar_t>(), *go = gout.data_ptr<scalar_t>(), *c = C.data_ptr<scalar_t>(),
+                   *ci = c0.data_ptr<scalar_t>(), *tc = TC.data_ptr<scalar_t>();
     scalar_t *d = dG.data_ptr<scalar_t>(), *dcp = dc.data_ptr<scalar_t>();
     std::vector<scalar_t> part(dbias ? 4 * H : 0);        // one step's bias gradient
     auto add_part = [&] {
       for (int64_t j = 0; j < static_cast<int64_t>(part.size()); ++j) dbias[j] += part[j], part[j] = 0;
     };
     scalar_t* db_step = dbias ? part.data() : nullptr;
+    std::vector<scalar_t> cs(B * H), hs(dwt ? B * H : 0), zero(B * H, scalar_t(0));
     // the packed kernel's weight gradients, step by step while dG_t is in cache (packed.h)
-    const scalar_t *xp = dwt ? x->data_ptr<scalar_t>() : nullptr, *hp = dwt ? Hs->data_ptr<scalar_t>() : nullptr;
-    PackedWeightGradient<scalar_t> weights(dwt ? dwt->data_ptr<double>() : nullptr, I, H, 4 * H, B);
-    auto add_dw = [&](const Slot& s) {
-      if (dwt) weights.add(xp + s.t * B * I, hp + s.rd * n, d + s.t * 4 * n);
-    };
-    Tensor y = at::zeros_like(dc);                        // nothing flows in from after the last step
-    Slot s = slot(T - 1, T, reverse);
-    column_panels(H, [&](int64_t u, int64_t cols) {
-      scalar_t* db_u = db_step ? db_step + u : nullptr;
-      backward_block<scalar_t>(g + s.t * 4 * n + u, go + s.t * n + u, y.data_ptr<scalar_t>() + u, H, dcp + u,
-                               c + s.rd * n + u, tc + s.wr * n + u, d + s.t * 4 * n + u, db_u, B, cols, H);
-    });
-    add_part();
-    add_dw(s);
-    for (int64_t k = T - 2; k >= 0; --k) {
-      const int64_t t_next = s.t;
-      s = slot(k, T, reverse);
-      const scalar_t *gt = g + s.t * 4 * n, *got = go + s.t * n, *c0 = c + s.rd * n, *tct = tc + s.wr * n;
-      scalar_t* dgt = d + s.t * 4 * n;
-      if (kernel == kPacked) {
-        packed_backward_step(d + t_next * 4 * n, w_t, gt, got, c0, tct, dcp, dgt, db_step, B, H);
-        add_part();
-        add_dw(s);
-        continue;
+    const scalar_t *xp = dwt ? x->data_ptr<scalar_t>() : nullptr, *hp = dwt ? out->data_ptr<scalar_t>() : nullptr,
+                   *hi = dwt ? h0->data_ptr<scalar_t>() : nullptr;
+    PackedWeightGradient<scalar_t> weights(dwt ? dwt->data_ptr<double>() : nullptr, I, H, 4 * H);
+    for (int64_t k = s.T - 1; k >= 0; --k) {
+      const int64_t t = s.step(k), rows = s.bs[t], o = s.off[t], cont = s.continued(t);
+      const scalar_t *gt = g + o * 4 * H, *got = go + o * H, *tct = tc + o * H;
+      const scalar_t* cp = previous(s, t, c, ci, cs.data(), H);
+      scalar_t* dgt = d + o * 4 * H;
+      if (cont > 0) {                                     // rows that feed the step run after t: dh += dG_next W_hh
+        const scalar_t* dg_next = d + s.off[s.step(k + 1)] * 4 * H;
+        if (kernel == kPacked) {
+          packed_backward_step(dg_next, w_t, gt, got, cp, tct, dcp, dgt, db_step, cont, H);
+        } else {
+          const Tensor y = linear(rows_of(dg_next, cont, 4 * H, G), w_t, kernel == kOneDnn).contiguous();  // (cont, H)
+          backward_block<scalar_t>(gt, got, y.data_ptr<scalar_t>(), H, dcp, cp, tct, dgt, db_step, cont, H, H);
+        }
       }
-      y = linear(dG[t_next], w_t, kernel == kOneDnn).contiguous();  // dG_{t+1} W_hh, (B, H)
-      backward_block<scalar_t>(gt, got, y.data_ptr<scalar_t>(), H, dcp, c0, tct, dgt, db_step, B, H, H);
+      if (cont < rows) {                                  // rows whose sequence ends here: dh is the output's alone
+        column_panels(H, [&](int64_t u, int64_t cols) {
+          const int64_t r = cont * H + u, q = cont * 4 * H + u;
+          backward_block<scalar_t>(gt + q, got + r, zero.data() + u, H, dcp + r, cp + r, tct + r, dgt + q,
+                                   db_step ? db_step + u : nullptr, rows - cont, cols, H);
+        });
+      }
       add_part();
+      if (dwt) weights.add(xp + o * I, previous(s, t, hp, hi, hs.data(), H), dgt, rows);
     }
     weights.flush();
-    if (kernel == kPacked) {                              // dL/dh0 = dG_0 W_hh
-      packed_linear(d + s.t * 4 * n, w_t, y.data_ptr<scalar_t>(), B, H);
-      return y;
+    std::vector<scalar_t> gathered(s.reverse && !s.uniform() ? B * 4 * H : 0);
+    const scalar_t* first = first_rows(s, static_cast<const scalar_t*>(d), gathered.data(), 4 * H);
+    if (kernel == kPacked) {                              // dL/dh0 = dG W_hh at each sequence's first row
+      Tensor dh0 = at::empty({B, H}, gout.options());
+      packed_linear(first, w_t, dh0.data_ptr<scalar_t>(), B, H);
+      return dh0;
     }
-    return linear(dG[s.t], w_t, kernel == kOneDnn).contiguous();
+    return linear(rows_of(first, B, 4 * H, G), w_t, kernel == kOneDnn).contiguous();
   });
 }
 
@@ -308,11 +360,12 @@ Tensor lstm_backward(const Tensor& gout, Tensor dc, const Tensor& G, const Tenso
 
 TORCH_LIBRARY_FRAGMENT(scratchlab_rnn, m) {
   using namespace scratchlab;
-  m.def("lstm_forward(Tensor(a!) G, Tensor(b!) Hs, Tensor(c!) Cs, Tensor(d!) TC, Tensor w, bool reverse, bool onednn,"
-        " bool keep) -> ()", &lstm_forward);
-  m.def("lstm_forward_packed(Tensor x, Tensor wx, Tensor? bias, Tensor wh, Tensor(a!) G, Tensor(b!) Hs,"
-        " Tensor(c!) Cs, Tensor(d!) TC, bool reverse, bool keep) -> ()", &lstm_forward_packed);
-  m.def("lstm_backward(Tensor gout, Tensor(a!) dc, Tensor G, Tensor Cs, Tensor TC, Tensor w_t, Tensor(b!) dG,"
-        " Tensor(c!) db, bool reverse, int kernel, Tensor? x=None, Tensor? Hs=None, Tensor(e!)? dwt=None) -> Tensor",
-        &lstm_backward);
+  m.def("lstm_forward(Tensor(a!) G, Tensor? batch_sizes, Tensor h0, Tensor c0, Tensor(b!) out, Tensor(c!) C,"
+        " Tensor(d!) TC, Tensor w, bool reverse, bool onednn, bool keep) -> ()", &lstm_forward);
+  m.def("lstm_forward_packed(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, Tensor wx, Tensor? bias, Tensor wh,"
+        " Tensor(a!) G, Tensor(b!) out, Tensor(c!) C, Tensor(d!) TC, bool reverse, bool keep) -> ()",
+        &lstm_forward_packed);
+  m.def("lstm_backward(Tensor gout, Tensor? batch_sizes, Tensor(a!) dc, Tensor G, Tensor C, Tensor c0, Tensor TC,"
+        " Tensor w_t, Tensor(b!) dG, Tensor(c!) db, bool reverse, int kernel, Tensor? x=None, Tensor? out=None,"
+        " Tensor? h0=None, Tensor(e!)? dwt=None) -> Tensor", &lstm_backward);
 }

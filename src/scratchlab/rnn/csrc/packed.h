@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <optional>
 #include <array>
 #include <bit>
 #include <cmath>
@@ -249,15 +250,16 @@ inline void accumulate_dw(const float* x, int64_t I, const float* h, int64_t H, 
 
 // The weight gradients dW^T (I + H, N) of a whole sequence, step by step while each dG_t is in cache: kFlush steps
 // summed in float32, each such block then added to the float64 total (all T steps in one float32 accumulator made
-// the relative error ~10x torch's one GEMM at T = 400; this is as accurate as it). Needs N a multiple of 16.
+// the relative error ~10x torch's one GEMM at T = 400; this is as accurate as it). Needs N a multiple of 16. `rows`
+// is the step's row count (bs[t] of a variable-length batch, see Steps).
 class StepWeightGradient {
  public:
-  StepWeightGradient(double* total, int64_t I, int64_t H, int64_t N, int64_t B)
-      : total_(total), I_(I), H_(H), N_(N), B_(B), block_(total ? (I + H) * N : 0) {}
-  void add(const float* x, const float* h, const float* dg) { add(x, h, dg, dg); }
-  void add(const float* x, const float* h, const float* dgx, const float* dgh) {
+  StepWeightGradient(double* total, int64_t I, int64_t H, int64_t N)
+      : total_(total), I_(I), H_(H), N_(N), block_(total ? (I + H) * N : 0) {}
+  void add(const float* x, const float* h, const float* dg, int64_t rows) { add(x, h, dg, dg, rows); }
+  void add(const float* x, const float* h, const float* dgx, const float* dgh, int64_t rows) {
     if (!total_) return;
-    accumulate_dw(x, I_, h, H_, dgx, dgh, N_, B_, block_.data());
+    accumulate_dw(x, I_, h, H_, dgx, dgh, N_, rows, block_.data());
     if (++pending_ == kFlush) flush();
   }
   void flush() {
@@ -271,7 +273,7 @@ class StepWeightGradient {
  private:
   static constexpr int64_t kFlush = 16;
   double* total_;
-  int64_t I_, H_, N_, B_, pending_ = 0;
+  int64_t I_, H_, N_, pending_ = 0;
   std::vector<float> block_;
 };
 
@@ -293,10 +295,96 @@ void column_panels(int64_t N, Fn fn) {
   });
 }
 
-// The steps in the order the forward runs them: (t, slot read, slot written).
-struct Slot { int64_t t, rd, wr; };
-inline Slot slot(int64_t k, int64_t T, bool reverse) {
-  return reverse ? Slot{T - 1 - k, T - k, T - 1 - k} : Slot{k, k, k + 1};
+// ------------------------------------------------------------------------------------------------ the steps
+// Which rows each step has, the one layout every loop here reads. Every per-step buffer (x, the outputs h_t, the
+// gates, c_t, tanh(c_t), their gradients) is 2-D, (N, width), and holds step t's rows at off[t] .. off[t] + bs[t]:
+// the first bs[t] sequences of the batch, those still running at step t. That is a PackedSequence's `data`
+// (sequences sorted by falling length, so bs is non-increasing, bs[0] = B); a padded batch (T, B, width) is the case
+// bs[t] = B, off[t] = t B. Step products and cell passes run on a step's bs[t] rows only, never on padding.
+//
+// A forward run takes t = 0 .. T-1; a reverse one T-1 .. 0, in which each sequence starts at its own last step: step
+// t's rows [bs[t+1], bs[t]) start from h0 there, as torch.nn's reverse direction does. A sequence's final state is
+// at its last step run: forward, the step len_b - 1; reverse, step 0 (`last_row`). The state it starts from is
+// read at its first step run (`first_row`). The initial states h0, c0 are (B, H) and the final ones are gathered
+// by the caller (fast.py) from the outputs.
+struct Steps {
+  int64_t T = 0, B = 0, N = 0;          // steps, batch (bs[0]), rows (sum of bs)
+  bool reverse = false;
+  std::vector<int64_t> bs, off;         // each step's rows and first row
+
+  // batch_sizes: None for a padded batch of N / B steps, else (T,) int64 on the CPU, as PackedSequence's.
+  Steps(const std::optional<Tensor>& batch_sizes, int64_t rows, int64_t batch, bool rev) : B(batch), N(rows),
+                                                                                       reverse(rev) {
+    TORCH_CHECK(B > 0 && N > 0, "scratchlab: expected at least one step and one sequence, got ", N, " rows for a ",
+                "batch of ", B);
+    if (!batch_sizes) {
+      TORCH_CHECK(N % B == 0, "scratchlab: ", N, " rows are not whole steps of ", B, " (padded batch)");
+      T = N / B;
+      bs.assign(T, B);
+    } else {
+      const Tensor& s = *batch_sizes;
+      TORCH_CHECK(s.dim() == 1 && s.numel() > 0 && s.scalar_type() == at::kLong && s.device().is_cpu(),
+                  "scratchlab: batch_sizes must be a 1-D int64 CPU tensor (PackedSequence's), got ", s.scalar_type(),
+                  " ", s.sizes(), " on ", s.device());
+      const Tensor c = s.contiguous();
+      bs.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+      T = static_cast<int64_t>(bs.size());
+      int64_t total = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        TORCH_CHECK(bs[t] > 0 && bs[t] <= (t ? bs[t - 1] : B) && (t || bs[0] == B), "scratchlab: batch_sizes must ",
+                    "start at the batch size ", B, " and not increase, got ", s);
+        total += bs[t];
+      }
+      TORCH_CHECK(total == N, "scratchlab: batch_sizes sum to ", total, ", the buffers have ", N, " rows");
+    }
+    off.resize(T + 1);
+    off[0] = 0;
+    for (int64_t t = 0; t < T; ++t) off[t + 1] = off[t] + bs[t];
+  }
+  int64_t step(int64_t k) const { return reverse ? T - 1 - k : k; }       // the k-th step run
+  int64_t before(int64_t t) const { return reverse ? t + 1 : t - 1; }     // the step run before t
+  // rows of step t whose state comes from the step run before it; the others (all when t is run first) start
+  // from the initial state
+  int64_t carried(int64_t t) const { return reverse ? (t + 1 < T ? bs[t + 1] : 0) : (t > 0 ? bs[t] : 0); }
+  // rows of step t that take part in the product with the gradient of the step run after it (backward)
+  int64_t continued(int64_t t) const { return reverse ? (t > 0 ? bs[t] : 0) : (t + 1 < T ? bs[t + 1] : 0); }
+  bool uniform() const { return bs.front() == bs.back(); }
+  // the row of sequence b at the first / last step of its run
+  int64_t length(int64_t b) const {                                       // steps sequence b runs (binary search)
+    return std::partition_point(bs.begin(), bs.end(), [b](int64_t s) { return s > b; }) - bs.begin();
+  }
+  int64_t first_row(int64_t b) const { return reverse ? off[length(b) - 1] + b : b; }
+  int64_t last_row(int64_t b) const { return reverse ? b : off[length(b) - 1] + b; }
+};
+
+// Rows [0, bs[t]) of the state step t starts from, row stride w: the previous step's rows of `states` (N, w), or
+// `init` (B, w) where the step is run first. A reverse step where sequences start (bs[t] > bs[t+1]) takes the
+// carried rows from `states` and the starting ones from `init`: gathered into `scratch` (at least B w values).
+template <typename T>
+const T* previous(const Steps& s, int64_t t, const T* states, const T* init, T* scratch, int64_t w) {
+  const int64_t carried = s.carried(t);
+  if (carried == 0) return init;
+  const T* prev = states + s.off[s.before(t)] * w;
+  if (carried == s.bs[t]) return prev;
+  std::copy(prev, prev + carried * w, scratch);
+  std::copy(init + carried * w, init + s.bs[t] * w, scratch + carried * w);
+  return scratch;
+}
+
+// (B, w): row b is row first_row(b) of buf (N, w), the rows at which each sequence read the initial state; a
+// pointer into buf when they are one step's rows (forward runs, equal lengths), else gathered into scratch.
+template <typename T>
+const T* first_rows(const Steps& s, const T* buf, T* scratch, int64_t w) {
+  if (!s.reverse) return buf;
+  if (s.uniform()) return buf + s.off[s.T - 1] * w;
+  for (int64_t b = 0; b < s.B; ++b) std::copy(buf + s.first_row(b) * w, buf + (s.first_row(b) + 1) * w, scratch + b * w);
+  return scratch;
+}
+
+// The per-step buffers of a kernel call: each must be contiguous with the step layout's N rows of `width` values.
+inline void check_rows(const Steps& s, const Tensor& t, int64_t width, const char* what) {
+  TORCH_CHECK(t.is_contiguous() && t.numel() == s.N * width, "scratchlab: ", what, " must be a contiguous buffer of ",
+              s.N, " rows of ", width, ", got ", t.sizes());
 }
 
 // How the step products are made: at::mm, oneDNN's matmul (w in its packed layout), or the packed kernel above

@@ -1,8 +1,9 @@
 // The step loops of one Elman RNN layer-direction (scratchlab.rnn.fast), h_t = act(x_t W_ih^T + b + h_{t-1} W_hh^T)
-// with act = tanh or relu, on the packed kernel (packed.h; float32 on an AVX-512 CPU). Layouts are fast.py's:
+// with act = tanh or relu, on the packed kernel (packed.h; float32 on an AVX-512 CPU). Layouts are fast.py's, every
+// per-step buffer with the rows of packed.h's `Steps` (N rows: a padded batch or a PackedSequence's data):
 //
-//   Hs  (T+1, B, H)  states; a forward step reads slot t and writes t+1, a reverse step reads t+1 and writes t
-//   dP  (T, B, H)    the backward's gradient of the pre-activations
+//   out (N, H)  the states h_t; h0 (B, H) the initial state
+//   dP  (N, H)  the backward's gradient of the pre-activations
 //
 // Per step one register-tile product over 64 consecutive hidden units, b + x_t W_ih^T + h_{t-1} W_hh^T, and the
 // activation applied to the tile while it is in L1; the backward likewise computes dP_{t+1} W_hh per tile and
@@ -84,94 +85,108 @@ void forward_step(const float* x, int64_t I, const float* wx, const float* bias,
 }
 #endif
 
-void check_rnn(const Tensor& x, const Tensor& Hs, const Tensor& wx, const Tensor& wh) {
-  check_packed(Hs, wh);
-  check_packed(Hs, wx);
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), Hp = (H + 15) / 16 * 16;
-  TORCH_CHECK(T > 0, "rnn: expected at least one step, got x ", x.sizes());
-  TORCH_CHECK(x.is_contiguous() && Hs.is_contiguous() && x.scalar_type() == at::kFloat && Hs.size(0) == T + 1 &&
-              Hs.size(1) == B, "rnn: x (T, B, I) and Hs (T+1, B, H) must be contiguous float32, got ", x.sizes(),
-              " and ", Hs.sizes());
+// x (N, I), h0 (B, H), out (N, H) float32 and the packed weights of an (H, I), (H, H) pair; returns the steps.
+Steps check_rnn(const Tensor& x, const std::optional<Tensor>& batch_sizes, const Tensor& h0, const Tensor& out,
+                const Tensor& wx, const Tensor& wh, bool reverse) {
+  check_packed(out, wh);
+  check_packed(out, wx);
+  TORCH_CHECK(h0.dim() == 2 && h0.is_contiguous() && h0.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat,
+              "rnn: x and h0 must be float32, h0 a contiguous (B, H), got ", h0.sizes());
+  const int64_t I = x.size(-1), B = h0.size(0), H = h0.size(1), Hp = (H + 15) / 16 * 16;
+  Steps s(batch_sizes, x.numel() / std::max<int64_t>(I, 1), B, reverse);
+  check_rows(s, x, I, "rnn: x");
+  check_rows(s, out, H, "rnn: out");
   TORCH_CHECK(wx.size(0) == Hp / 16 && wx.size(1) == I && wh.size(0) == Hp / 16 && wh.size(1) == H, "rnn: weights ",
               wx.sizes(), ", ", wh.sizes(), " are not pack_gates of (H, I), (H, H) for H = ", H);
+  return s;
 }
 
-// The forward: x (T, B, I), wx, wh = pack_gates of W_ih, W_hh (one gate, scale 1), bias = pack_gates of b_ih + b_hh
-// as (H, 1) or undefined; fills Hs (T+1, B, H), whose slot 0 (reverse: T) holds h0.
-void rnn_forward_packed(const Tensor& x, const Tensor& wx, const std::optional<Tensor>& bias, const Tensor& wh,
-                        Tensor Hs, bool reverse, bool relu) {
-  check_rnn(x, Hs, wx, wh);
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = Hs.size(2), n = B * H;
+// The forward: x (N, I), wx, wh = pack_gates of W_ih, W_hh (one gate, scale 1), bias = pack_gates of b_ih + b_hh
+// as (H, 1) or undefined, h0 (B, H); fills out (N, H) with h_t.
+void rnn_forward_packed(const Tensor& x, const std::optional<Tensor>& batch_sizes, const Tensor& h0, const Tensor& wx,
+                        const std::optional<Tensor>& bias, const Tensor& wh, Tensor out, bool reverse, bool relu) {
+  const Steps s = check_rnn(x, batch_sizes, h0, out, wx, wh, reverse);
+  const int64_t I = x.size(-1), B = h0.size(0), H = h0.size(1);
   TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == (H + 15) / 16 * 16 &&
                         bias->scalar_type() == at::kFloat),
               "rnn_forward_packed: bias must be a contiguous float32 (Hp,) tensor (pack_gates of (H, 1))");
 #ifdef SCRATCHLAB_PACKED
-  float* h = Hs.data_ptr<float>();
+  float* h = out.data_ptr<float>();
   const float *xp = x.data_ptr<float>(), *wxp = wx.data_ptr<float>(), *whp = wh.data_ptr<float>();
-  const float* b = bias ? bias->data_ptr<float>() : nullptr;
+  const float *hi = h0.data_ptr<float>(), *b = bias ? bias->data_ptr<float>() : nullptr;
+  std::vector<float> hs(B * H);
   auto step = relu ? forward_step<true> : forward_step<false>;
-  for (int64_t k = 0; k < T; ++k) {
-    const Slot s = slot(k, T, reverse);
-    step(xp + s.t * B * I, I, wxp, b, h + s.rd * n, whp, h + s.wr * n, B, H);
+  for (int64_t k = 0; k < s.T; ++k) {
+    const int64_t t = s.step(k), o = s.off[t];
+    step(xp + o * I, I, wxp, b, previous(s, t, static_cast<const float*>(h), hi, hs.data(), H), whp, h + o * H,
+         s.bs[t], H);
   }
 #endif
 }
 
-// Backward through time: gout (T, B, H) contiguous with dL/dh_n already added to the last step's slice, Hs from the
-// forward, w_t = pack_gates(W_hh, transposed) (Hp/16, H, 16); fills dP (T, B, H), adds sum_t,b dP to db (float64
-// (H,), or empty), and, when dwt (I + H, H) float64 is given (H a multiple of 16), adds [X, H_prev]^T dP to it;
-// returns dL/dh0 = dP_0 W_hh.
-Tensor rnn_backward_packed(const Tensor& gout, const Tensor& Hs, const Tensor& w_t, Tensor dP, Tensor db,
-                           bool reverse, bool relu, const std::optional<Tensor>& x, std::optional<Tensor> dwt) {
-  const int64_t T = gout.size(0), B = gout.size(1), H = gout.size(2), n = B * H, I = x ? x->size(2) : 0;
-  check_packed(Hs, w_t);
-  TORCH_CHECK(T > 0 && gout.is_contiguous() && Hs.is_contiguous() && dP.is_contiguous() && Hs.size(0) == T + 1 &&
-              dP.sizes() == gout.sizes(), "rnn_backward_packed: gout, dP (T, B, H) and Hs (T+1, B, H) must be "
-              "contiguous, got ", gout.sizes(), ", ", dP.sizes(), ", ", Hs.sizes());
+// Backward through time: gout (N, H) contiguous, each sequence's dL/dh_n already added at its last row (fast.py);
+// out, h0 from the forward, w_t = pack_gates(W_hh, transposed) (Hp/16, H, 16); fills dP (N, H), adds its column
+// sums to db (float64 (H,), or empty), and, when dwt (I + H, H) float64 is given (H a multiple of 16, x (N, I)), adds
+// [x_t, h_{t-1}]^T dP_t of every step to it; returns dL/dh0 = dP W_hh at each sequence's first row (B, H).
+Tensor rnn_backward_packed(const Tensor& gout, const std::optional<Tensor>& batch_sizes, const Tensor& out,
+                           const Tensor& h0, const Tensor& w_t, Tensor dP, Tensor db, bool reverse, bool relu,
+                           const std::optional<Tensor>& x, std::optional<Tensor> dwt) {
+  check_packed(out, w_t);
+  TORCH_CHECK(h0.dim() == 2 && h0.is_contiguous() && h0.scalar_type() == at::kFloat,
+              "rnn_backward_packed: h0 must be a contiguous float32 (B, H), got ", h0.sizes());
+  const int64_t B = h0.size(0), H = h0.size(1), I = x ? x->size(-1) : 0;
+  const Steps s(batch_sizes, gout.numel() / H, B, reverse);
+  check_rows(s, gout, H, "rnn_backward_packed: gout");
+  check_rows(s, out, H, "rnn_backward_packed: out");
+  check_rows(s, dP, H, "rnn_backward_packed: dP");
   TORCH_CHECK(w_t.size(0) == (H + 15) / 16 && w_t.size(1) == H, "rnn_backward_packed: weight ", w_t.sizes(),
               " is not pack_gates(W_hh, transposed) for H = ", H);
   TORCH_CHECK(db.numel() == 0 || (db.numel() == H && db.scalar_type() == at::kDouble && db.is_contiguous()),
               "rnn_backward_packed: db must be empty or a contiguous float64 (H,) tensor");
-  TORCH_CHECK(!dwt || (x && x->is_contiguous() && x->size(0) == T && x->size(1) == B && H % 16 == 0 &&
-                       dwt->is_contiguous() && dwt->scalar_type() == at::kDouble && dwt->size(0) == I + H &&
-                       dwt->size(1) == H),
-              "rnn_backward_packed: dWT (I + H, H, float64) is accumulated from a contiguous x (T, B, I), for H a "
-              "multiple of 16");
+  TORCH_CHECK(!dwt || (x && I > 0 && H % 16 == 0 && dwt->is_contiguous() && dwt->scalar_type() == at::kDouble &&
+                       dwt->size(0) == I + H && dwt->size(1) == H),
+              "rnn_backward_packed: dWT (I + H, H, float64) is accumulated from x (N, I), for H a multiple of 16");
+  if (dwt) check_rows(s, *x, I, "rnn_backward_packed: x");
   Tensor dh0 = at::empty({B, H}, gout.options());
 #ifdef SCRATCHLAB_PACKED
-  const float *go = gout.data_ptr<float>(), *h = Hs.data_ptr<float>(), *wt = w_t.data_ptr<float>();
-  const float* xp = x ? x->data_ptr<float>() : nullptr;
+  const float *go = gout.data_ptr<float>(), *h = out.data_ptr<float>(), *hi = h0.data_ptr<float>(),
+              *wt = w_t.data_ptr<float>();
+  const float* xp = dwt ? x->data_ptr<float>() : nullptr;
   float* d = dP.data_ptr<float>();
   double* dbias = db.numel() ? db.data_ptr<double>() : nullptr;
-  std::vector<float> part(dbias ? H : 0);                 // one step's bias gradient (float32 over B rows)
+  std::vector<float> part(dbias ? H : 0), hs(dwt ? B * H : 0);  // one step's bias gradient (float32 over rows)
   auto add_part = [&] {
     for (int64_t j = 0; j < static_cast<int64_t>(part.size()); ++j) dbias[j] += part[j], part[j] = 0;
   };
   float* db_step = dbias ? part.data() : nullptr;
-  StepWeightGradient weights(dwt ? dwt->data_ptr<double>() : nullptr, I, H, H, B);
+  StepWeightGradient weights(dwt ? dwt->data_ptr<double>() : nullptr, I, H, H);
   auto block = relu ? backward_block<true> : backward_block<false>;
-  Slot s = slot(T - 1, T, reverse);                       // the last step: nothing flows in from after it
-  column_panels(H, [&](int64_t u, int64_t cols) {
-    block(go + s.t * n + u, nullptr, h + s.wr * n + u, d + s.t * n + u, db_step ? db_step + u : nullptr, B, cols, H);
-  });
-  add_part();
-  weights.add(xp ? xp + s.t * B * I : nullptr, h + s.rd * n, d + s.t * n);
-  for (int64_t k = T - 2; k >= 0; --k) {
-    const int64_t t_next = s.t;
-    s = slot(k, T, reverse);
-    const float *got = go + s.t * n, *ht = h + s.wr * n;
-    float* dpt = d + s.t * n;
-    packed_product(d + t_next * n, B, H, wt, H, [&](int64_t r, int64_t mr, int64_t u, int64_t cols) {
-      prefetch_rows(got + r * H + u, mr, H, 4 * cols);
-      prefetch_rows(ht + r * H + u, mr, H, 4 * cols);
-    }, [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
-      block(got + r * H + u, y, ht + r * H + u, dpt + r * H + u, db_step ? db_step + u : nullptr, mr, cols, H);
-    });
+  for (int64_t k = s.T - 1; k >= 0; --k) {
+    const int64_t t = s.step(k), rows = s.bs[t], o = s.off[t], cont = s.continued(t);
+    const float *got = go + o * H, *ht = h + o * H;
+    float* dpt = d + o * H;
+    if (cont > 0) {                                       // dh_t = dL/dh_t + dP_next W_hh for the rows that go on
+      packed_product(d + s.off[s.step(k + 1)] * H, cont, H, wt, H, [&](int64_t r, int64_t mr, int64_t u,
+                                                                      int64_t cols) {
+        prefetch_rows(got + r * H + u, mr, H, 4 * cols);
+        prefetch_rows(ht + r * H + u, mr, H, 4 * cols);
+      }, [&](int64_t r, int64_t mr, int64_t u, int64_t cols, const float* y) {
+        block(got + r * H + u, y, ht + r * H + u, dpt + r * H + u, db_step ? db_step + u : nullptr, mr, cols, H);
+      });
+    }
+    if (cont < rows) {                                    // rows whose sequence ends here
+      column_panels(H, [&](int64_t u, int64_t cols) {
+        const int64_t q = cont * H + u;
+        block(got + q, nullptr, ht + q, dpt + q, db_step ? db_step + u : nullptr, rows - cont, cols, H);
+      });
+    }
     add_part();
-    weights.add(xp ? xp + s.t * B * I : nullptr, h + s.rd * n, dpt);
+    if (dwt) weights.add(xp + o * I, previous(s, t, h, hi, hs.data(), H), dpt, rows);
   }
   weights.flush();
-  packed_linear(d + s.t * n, B, H, wt, H, dh0.data_ptr<float>());   // dL/dh0 = dP_0 W_hh
+  std::vector<float> gathered(s.reverse && !s.uniform() ? B * H : 0);
+  packed_linear(first_rows(s, static_cast<const float*>(d), gathered.data(), H), B, H, wt, H,
+                dh0.data_ptr<float>());   // dL/dh0 = dP W_hh at each sequence's first row
 #endif
   return dh0;
 }
@@ -181,8 +196,9 @@ Tensor rnn_backward_packed(const Tensor& gout, const Tensor& Hs, const Tensor& w
 
 TORCH_LIBRARY_FRAGMENT(scratchlab_rnn, m) {
   using namespace scratchlab;
-  m.def("rnn_forward_packed(Tensor x, Tensor wx, Tensor? bias, Tensor wh, Tensor(a!) Hs, bool reverse, bool relu)"
-        " -> ()", &rnn_forward_packed);
-  m.def("rnn_backward_packed(Tensor gout, Tensor Hs, Tensor w_t, Tensor(a!) dP, Tensor(b!) db, bool reverse,"
-        " bool relu, Tensor? x=None, Tensor(c!)? dwt=None) -> Tensor", &rnn_backward_packed);
+  m.def("rnn_forward_packed(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor wx, Tensor? bias, Tensor wh,"
+        " Tensor(a!) out, bool reverse, bool relu) -> ()", &rnn_forward_packed);
+  m.def("rnn_backward_packed(Tensor gout, Tensor? batch_sizes, Tensor out, Tensor h0, Tensor w_t, Tensor(a!) dP,"
+        " Tensor(b!) db, bool reverse, bool relu, Tensor? x=None, Tensor(c!)? dwt=None) -> Tensor",
+        &rnn_backward_packed);
 }
