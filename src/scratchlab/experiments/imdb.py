@@ -63,6 +63,7 @@ class TextRunConfig:
     hidden_size: PositiveInt = 128  # recurrent hidden units (per direction)
     num_layers: PositiveInt = 1  # stacked recurrent layers
     bidirectional: bool = False  # also read each review backwards
+    packed: bool = False  # recurrent models read each review's real length (a PackedSequence), not its left padding
     dropout: Rate = 0.5  # on the features before the classifier head (and between layers)
     epochs: PositiveInt = 5  # passes over the training reviews
     batch_size: PositiveInt = 64  # reviews per step
@@ -124,7 +125,8 @@ def text_settings(cfg: TextRunConfig) -> TextSettings:
 
 def build_model(cfg: ImdbConfig, vocab_size: int) -> torch.nn.Module:
     return build_classifier(cfg.model, vocab_size, cfg.length, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size,
-                            num_layers=cfg.num_layers, bidirectional=cfg.bidirectional, dropout=cfg.dropout)
+                            num_layers=cfg.num_layers, bidirectional=cfg.bidirectional, dropout=cfg.dropout,
+                            packed=cfg.packed)
 
 
 @torch.no_grad()

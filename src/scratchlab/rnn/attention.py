@@ -32,7 +32,8 @@ def attend(outputs: Tensor, last: Tensor, mask: Tensor | None = None) -> tuple[T
         if mask.shape != scores.shape or mask.dtype != torch.bool:
             raise ValueError(f"attend: expected a bool mask of shape {list(scores.shape)}, "
                              f"got {mask.dtype} {list(mask.shape)}")
-        if mask.all(dim=1).any():
+        # a check on the data: skipped while torch.compile traces (reading a tensor's value would break the graph)
+        if not torch.compiler.is_compiling() and mask.all(dim=1).any():
             raise ValueError("attend: a row of the mask is all padding; every sequence needs a real position")
         scores = scores.masked_fill(mask, float("-inf"))
     weights = torch.softmax(scores, dim=1)
