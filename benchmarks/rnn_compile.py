@@ -8,8 +8,9 @@ same model in eager mode (the reference; same weights), and its ratio is the med
 faster); a last row pairs the compiled model with our eager one directly:
 
     scratchlab.rnn.LSTM, eager | the same, torch.compile(model) (Inductor; the LSTM is a registered operator, so the
-    model is one graph) | torch.nn.LSTM, torch.compile(model) (Dynamo does not trace torch.nn.LSTM: the graph breaks
-    around it) | packed=True (each review's real length as a PackedSequence) with either LSTM, eager
+    model is one graph) | torch.nn.LSTM, torch.compile(model) (Dynamo runs the embedding and torch.nn.LSTM eagerly
+    and compiles the head after them) | packed=True (each review's real length as a PackedSequence) with either
+    LSTM, eager
 
 The compile's own time (the first step, forward and backward, Inductor's caches off) is reported apart. One
 thread and process CPU time by default, as the other benchmarks (a shared machine).
