@@ -81,7 +81,8 @@ def test_projection_trains_its_embedding_and_reaches_the_config():
     assert not torch.equal(before, t.D.embed.weight), "V gets gradient through y^T V phi(x)"
     images = torch.zeros(2, 1, 28, 28)
     assert net_config(GANConfig(conditional=True, projection=True), images, 10).projection
-    assert net_config(CGANConfig(), images, 10).projection == CGANConfig().projection
+    assert net_config(CGANConfig(), images, 10).projection, "cgan's default: the projection discriminator"
+    assert not GANConfig().projection, "gan and the sweeps keep the concatenated label"
 
 
 @pytest.mark.parametrize("projection", [False, True])

@@ -236,15 +236,18 @@ hook("gan", "sample")(sample)
 @dataclass
 class CGANConfig(GANConfig):
     # LSGAN conditions better than the vanilla loss here: label accuracy 0.80 against 0.76 after 4000 rounds.
-    # Sampling the moving average of G's weights: 0.884 after 8000 rounds against 0.840 for G itself, and 0.907
-    # after 16000 (docs/gan.md).
+    # Sampling the moving average of G's weights: 0.884 after 8000 rounds against 0.840 for G itself (seed 0).
+    # The projection discriminator, over seeds 0-4 (docs/gan.md): label accuracy 0.961 +- 0.006, 95% CI
+    # [0.953, 0.969], Frechet 1.42, against 0.911 +- 0.009 [0.900, 0.922], Frechet 1.89 with the label
+    # concatenated to D's input; at 8000 rounds it keeps the accuracy but not the Frechet distance.
     loss: Literal["vanilla", "lsgan", "wgan", "mse"] = "lsgan"  # the D and G losses: lsgan here (see above)
     conditional: bool = True
     steps: PositiveInt = 16000
     ema: Rate = 0.999
+    projection: bool = True  # D: the label as y^T V phi(x), not concatenated to the image
 
 
-@experiment("cgan", CGANConfig, help="conditional GAN (one-hot label into G and D): 3 samples per class, "
+@experiment("cgan", CGANConfig, help="conditional GAN (one-hot label into G, projection D): 3 samples per class, "
             "label accuracy by the evaluation classifier", quick=QUICK, parallel=True, batch="batch_size")
 def cgan(cfg: CGANConfig, ctx: Context) -> dict[str, Any]:
     summary = train_gan(cfg, ctx, name="cgan")
