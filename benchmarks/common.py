@@ -50,12 +50,32 @@ def compare(ours: Callable[[], object], ref: Callable[[], object], *, repeats: i
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
+def cpu() -> str:
+    """The CPU's model name and widest vector ISA, e.g. 'AMD EPYC (x86_64, AVX-512)': numbers differ between CPUs."""
+    name, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    isa = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "NEON" if "asimd" in flags
+           else "")
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    isa = f"{isa}, torch limited to {forced}" if forced else isa
+    inner = ", ".join(x for x in (platform.machine(), isa) if x)
+    return f"{name or platform.processor() or platform.machine()} ({inner})"
+
+
 def machine() -> str:
     import numpy
     import torch
 
     malloc = "MALLOC_MMAP_MAX_=0" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "default malloc"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+    return (f"{cpu()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), numpy {numpy.__version__}, Python {platform.python_version()}, "
             f"{malloc}")
 
