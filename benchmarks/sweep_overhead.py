@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_section  # noqa: E402
-
 from scratchlab.experiments import Plan  # noqa: E402
 from scratchlab.sweep.engine import expand  # noqa: E402
 from scratchlab.sweep.executors import execute  # noqa: E402

@@ -65,7 +65,6 @@ def test_runs_on_cifar10_layout(tmp_path, monkeypatch):
     import hashlib
 
     from datafiles import cifar_archive, write
-
     from scratchlab.data import registry
 
     archive = cifar_archive(n_per_batch=40)[0]

@@ -29,7 +29,8 @@ def test_summarize_against_hand_computed_values():
     std = math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 3)  # 1.2910
     half = 3.182446 * std / 2  # t_{0.975, 3} = 3.182 (any t table), sqrt(4) = 2
     assert s["n"] == 4 and s["mean"] == 2.5 and s["std"] == pytest.approx(std, rel=1e-12)
-    assert s["ci95_low"] == pytest.approx(2.5 - half, abs=1e-5) and s["ci95_high"] == pytest.approx(2.5 + half, abs=1e-5)
+    assert s["ci95_low"] == pytest.approx(2.5 - half, abs=1e-5)
+    assert s["ci95_high"] == pytest.approx(2.5 + half, abs=1e-5)
     assert (s["min"], s["max"], s["values"]) == (1.0, 4.0, [1.0, 2.0, 3.0, 4.0])
     five = stats.summarize([0.90, 0.91, 0.89, 0.92, 0.88])  # t_{0.975, 4} = 2.776
     assert five["ci95_high"] - five["mean"] == pytest.approx(2.776445 * five["std"] / math.sqrt(5), rel=1e-6)

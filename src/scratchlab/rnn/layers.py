@@ -38,8 +38,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from scratchlab.rnn import _cext, ops
 from scratchlab.rnn import functional as F
-from scratchlab.rnn import ops
 
 State = tuple[Tensor, ...]  # (h,) for RNN/GRU, (h, c) for LSTM; each (N, H_out) / (N, H)
 Weights = tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]  # w_ih, w_hh, b_ih, b_hh, w_hr
@@ -177,6 +177,8 @@ class _RNNBase(nn.Module):
                 if proj_size:
                     setattr(self, f"weight_hr_l{k}{suffix}", nn.Parameter(torch.empty(proj_size, hidden_size, **kw)))
         self.reset_parameters()
+        if impl == "fast" and (device is None or torch.device(device).type == "cpu"):
+            _cext.ops()  # the first layer built compiles the kernels (once, saying so): before any progress bar
 
     def _directions(self) -> Callable[..., tuple[Tensor, State]]:
         """The per-direction function this layer runs, from `impl` (which may be reassigned on the module); the
