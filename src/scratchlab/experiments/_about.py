@@ -23,24 +23,33 @@ ABOUT: dict[str, About] = {
     "palindrome": About(
         f"From {UVA}: a recurrent network reads the first T-1 digits of a palindrome and must predict the last, "
         "which equals the first, so it has to carry one digit across T-1 steps.",
-        ("test_accuracy", "steps", "converged"), doc="docs/sequences.md"),
+        ("test_accuracy", "steps", "converged"), doc="docs/sequences.md",
+        expected="LSTM at T = 10: test accuracy 1.0 on 5 of 5 seeds, converged after 740 +- 152 steps."),
     "palindrome-sweep": About(
         f"The question of {UVA}: how the test accuracy of an RNN, an LSTM and a GRU falls as the palindrome "
         "length T grows, each setting over several seeds, with the training recipe of docs/sequences.md.",
-        doc="docs/sequences.md"),
+        doc="docs/sequences.md",
+        expected="5 seeds: LSTM and GRU at 1.0 for every T up to 50 on every seed; RNN at 1.0 up to T = 20, "
+                 "0.943 +- 0.13 at T = 30 (4 of 5 seeds), 0.476 +- 0.43 at T = 50; largest T: rnn 20, lstm 50, "
+                 "gru 50."),
     "binary-addition": About(
         "An Elman RNN with hand-set weights that adds binary numbers exactly (checked on every pair of 8-bit "
         "numbers), and an RNN and an LSTM trained on sums of up to 8 bits, tested on 32-bit sums: does learning "
         "generalise to longer numbers?",
-        ("adder_exact_accuracy", "rnn_exact_accuracy_32bit", "lstm_exact_accuracy_32bit"), doc="docs/sequences.md"),
+        ("adder_exact_accuracy", "rnn_exact_accuracy_32bit", "lstm_exact_accuracy_32bit"), doc="docs/sequences.md",
+        expected="5 seeds: adder 1.0 (a check); RNN 1.0 exact on 32-bit sums on every seed; LSTM 0.9961 +- 0.0080 "
+                 "exact, 95% interval [0.986, 1.006]."),
     "memorise": About(
         "A character-level LSTM memorises one sentence; scratchlab.rnn.LSTM and torch.nn.LSTM start from the "
         "same weights and see the same data, so their loss curves should coincide.",
-        ("max_loss_difference", "chars_right_ours", "chars_right_torch"), doc="docs/sequences.md"),
+        ("max_loss_difference", "chars_right_ours", "chars_right_torch"), doc="docs/sequences.md",
+        expected="5 seeds: 68 of 68 characters read back by both on every seed; the largest loss difference "
+                 "over the first 20 steps 2.0e-5 +- 2.5e-5."),
     "mlp-numpy": About(
         "From the UvA course's assignment 1: a multi-layer perceptron trained from scratch in scratchlab's "
         "NumPy autograd engine (784-512-256-10 on Fashion-MNIST by default).",
-        ("test_accuracy", "best_val_accuracy"), doc="docs/design.md"),
+        ("test_accuracy", "best_val_accuracy"), doc="docs/design.md",
+        expected="Fashion-MNIST, 5 seeds: test accuracy 0.9007 +- 0.0015, 95% interval [0.8988, 0.9025]."),
     "imdb": About(
         "Sentiment classification of IMDB reviews (Maas et al. 2011) with one model: an LSTM, an LSTM with "
         "attention over its hidden states, a GRU, an MLP or a bag of embeddings.",
@@ -54,7 +63,9 @@ ABOUT: dict[str, About] = {
     "cgan": About(
         "A conditional GAN (Mirza & Osindero 2014): the label goes into G and D, so one can ask for a class; "
         "the evaluation classifier checks the generated images are of the class asked for.",
-        ("label_accuracy", "frechet", "kl_uniform"), doc="docs/gan.md"),
+        ("label_accuracy", "frechet", "kl_uniform"), doc="docs/gan.md",
+        expected="5 seeds: label accuracy 0.961 +- 0.006, 95% interval [0.953, 0.969] (projection D); Frechet "
+                 "1.42 against a floor of 0.30."),
     "gan-interpolate": About("Linear interpolation between two latent vectors of a trained GAN: a smooth path of "
                              "images means the generator has not memorised isolated samples.",
                              ("frechet", "kl_uniform"), doc="docs/gan.md"),
@@ -62,7 +73,10 @@ ABOUT: dict[str, About] = {
         "The GAN losses of the literature on one budget: vanilla (Goodfellow et al. 2014), least squares (Mao et "
         "al. 2017), Wasserstein with weight clipping (Arjovsky et al. 2017), a generator trained by MSE alone, "
         "unrolled (Metz et al. 2017) and conditional; mode collapse shows as a high KL to uniform and few classes.",
-        doc="docs/gan.md"),
+        doc="docs/gan.md",
+        expected="5 seeds, Frechet / KL: vanilla 17.3 +- 0.6 / 0.12 +- 0.06; lsgan 12.8 +- 1.6 / 0.056 +- 0.026; "
+                 "wgan 7.0 +- 0.7 / 0.013 +- 0.004; unrolled 5.9 +- 0.9 / 0.020 +- 0.006 (unrolled and WGAN not "
+                 "told apart); mse 128 +- 2, 2 classes."),
     "wgan-clip-sweep": About("The WGAN paper's weight clipping c over four orders of magnitude (Arjovsky et al. "
                              "2017): too large a c gives no Lipschitz bound, too small a critic that is nearly "
                              "constant.", doc="docs/gan.md"),
