@@ -188,6 +188,52 @@ def test_interrupted_sweep_resumed_gives_the_uninterrupted_table(tmp_path):
     assert _variants(tmp_path / "cut") == _variants(tmp_path / "full")
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a parent that does not reap it counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sweep_killed_alone_stops_its_workers_and_they_save(tmp_path):
+    """SIGTERM to the sweep's process only (`kill PID`, a scheduler): its pool worker stops at a step boundary and
+    saves instead of training on as an orphan (it did: minutes, writing into the folder --resume wants)."""
+    args = ["sweep", "palindrome", "--seeds", "1", "--executor", "local", "--workers", "1", "--set", "model=rnn",
+            "--set", "length=60", "--set", "steps=100000", "--set", "eval_every=50", "--no-progress", "--out", "s"]
+    log = open(tmp_path / "stderr.txt", "w+")  # a file, not a pipe: a pipe stays open while any worker lives
+    sweep = subprocess.Popen([sys.executable, "-m", "scratchlab", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=log, env={**os.environ, "TQDM_DISABLE": "1"})
+    metrics = tmp_path / "s/default/seed0/metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.monotonic() < deadline:
+        assert sweep.poll() is None, (tmp_path / "stderr.txt").read_text()
+        time.sleep(0.05)
+    workers = [c for c in _children(sweep.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+    assert workers, "the pool's worker is running"
+    sweep.send_signal(signal.SIGTERM)
+    sweep.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, workers)), "a worker outlived its sweep"
+    assert (tmp_path / "s/default/seed0/last.pt").exists(), "the worker saved where it stopped"
+
+
 def test_local_pool_gives_the_serial_numbers():
     assert main([*QUICK_SWEEP, "--executor", "local", "--workers", "2", "--out", "local"]) == 0
     assert main([*QUICK_SWEEP, "--executor", "serial", "--out", "serial"]) == 0

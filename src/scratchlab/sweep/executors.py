@@ -58,6 +58,51 @@ def plan_workers(n_jobs: int, workers: int = 0) -> tuple[int, int]:
     return n, max(1, budget() // n)
 
 
+_BUSY = []  # in a worker: non-empty while a run is in progress
+
+
+def _stop_with_parent() -> None:
+    """Linux: a worker stops when the sweep's process ends, however it ends (`kill PID`, a scheduler's kill, kill
+    -9), instead of training on as an orphan into a folder the next `--resume` will want (measured: a sweep's main
+    process killed with SIGTERM left its worker running for minutes, and idle ones waiting forever on the task
+    queue, whose write end each worker holds itself). The kernel sends the worker SIGTERM when its parent dies, so
+    a run in progress stops at its step boundary and saves, as a run alone does; a watcher thread then ends the
+    process once that run has returned."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        while _BUSY:  # the run got the SIGTERM and is saving its last step
+            time.sleep(0.1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
+def _start_worker(threads: int) -> None:
+    _stop_with_parent()
+    set_threads(threads)
+
+
+def _run_in_worker(job: Any) -> dict[str, Any]:
+    from scratchlab.sweep.engine import run_job
+
+    _BUSY.append(job)
+    try:
+        return run_job(job)
+    finally:
+        _BUSY.clear()
+
+
 def set_threads(threads: int) -> None:
     """torch's and BLAS's threads in a worker; called before the first run imports torch."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -97,18 +142,17 @@ def _pool(n: int, threads: int) -> tuple[tuple, ProcessPoolExecutor]:
     for k in [k for k, pool in _POOL.items() if k != key or getattr(pool, "_broken", False)]:
         _POOL.pop(k).shutdown(wait=True, cancel_futures=True)
     if key not in _POOL:
-        _POOL[key] = ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=set_threads,
+        _POOL[key] = ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=_start_worker,
                                          initargs=(threads,))
     return key, _POOL[key]
 
 
 def _local(jobs: list, workers: int) -> Iterator[tuple[Any, dict[str, Any]]]:
-    from scratchlab.sweep.engine import run_job
 
     n, threads = plan_workers(len(jobs), workers)
     (key, pool), ok = _pool(n, threads), False
     try:
-        futures = {pool.submit(run_job, job): job for job in jobs}
+        futures = {pool.submit(_run_in_worker, job): job for job in jobs}
         while futures:
             finished, _ = wait(futures, return_when=FIRST_COMPLETED)
             for f in finished:
