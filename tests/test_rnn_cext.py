@@ -249,6 +249,13 @@ def test_compiled_propagates_nan(compiled):
     assert not out[:, 1:].isnan().any()
 
 
+def test_the_loaded_build_is_the_chosen_variant(compiled):
+    """The library reports the variant kernel.h was compiled for: the one _cext chose (or SCRATCHLAB_ISA forced),
+    with the packed kernel exactly when that variant has one."""
+    assert compiled.kernel_isa() == _cext.isa()
+    assert compiled.packed_available() == (_cext.isa() != "generic")
+
+
 def test_failed_build_warns_once_and_falls_back(monkeypatch):
     def broken(verbose=False):
         raise RuntimeError("Error building extension 'scratchlab_rnn'")

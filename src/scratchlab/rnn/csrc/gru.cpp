@@ -1,5 +1,5 @@
-// The step loops of one GRU layer-direction (scratchlab.rnn.fast) on the packed kernel (packed.h; float32 on an
-// AVX-512 CPU). torch's variant and gate order (r, z, n):
+// The step loops of one GRU layer-direction (scratchlab.rnn.fast) on the packed kernel (packed.h; float32 on a
+// CPU with a vector variant of kernel.h). torch's variant and gate order (r, z, n):
 //
 //   r = sigmoid(x W_ir + b_ir + h W_hr + b_hr)    z = sigmoid(x W_iz + b_iz + h W_hz + b_hz)
 //   n = tanh(x W_in + b_in + r (h W_hn + b_hn))   h' = n + z (h - n)
@@ -23,31 +23,9 @@ namespace scratchlab {
 namespace {
 
 #ifdef SCRATCHLAB_PACKED
-// out (MR, 64) <- [r, z, n_x, n_h] for 16 units: bias (4 vectors at bias + c bs, or null) + x's (r, z, n) panels
-// into accumulators 0, 1, 2 + h's (r, z, n) panels into 0, 1, 3.
-template <int MR>
-void gru_tile(const Operand& x, const Operand& h, const float* bias, int64_t bs, float* out) {
-  __m512 acc[MR][4];
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; ++c) {
-    const __m512 b = bias ? _mm512_loadu_ps(bias + c * bs) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) acc[r][c] = b;
-  }
-  fma_to<MR, 4, 0, 1, 2>(acc, x);
-  fma_to<MR, 4, 0, 1, 3>(acc, h);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(out + r * 64 + c * 16, acc[r][c]);
-}
-
-using GruTileFn = void (*)(const Operand&, const Operand&, const float*, int64_t, float*);
-
-template <int... MR>
-constexpr std::array<GruTileFn, sizeof...(MR)> gru_tiles(std::integer_sequence<int, MR...>) {
-  return {&gru_tile<MR + 1>...};
-}
+// The [r, z, n_x, n_h] tile of 16 units: x's (r, z, n) panels into accumulators 0, 1, 2 and h's into 0, 1, 3.
+using GruX = Map<0, 1, 2, -1>;
+using GruH = Map<0, 1, -1, 2>;
 
 // The cells of one tile, rows x units: y the tile ([r, z, n_x, n_h] at 0, 16, 32, 48; row stride 64); hp = h_{t-1}
 // and h1 = h_t (row stride H); g (row stride 3H, gate stride H) and hn (row stride H) receive (r, z, n) and
@@ -78,10 +56,10 @@ void forward_cells(const float* y, int64_t rows, int64_t units, const float* hp,
 template <bool Keep>
 void forward_step(const float* x, int64_t I, const float* wx, const float* bias, const float* h, const float* wh,
                   float* h1, float* g, float* hn, int64_t B, int64_t H) {
-  static const auto tiles = gru_tiles(std::make_integer_sequence<int, kMR>{});
+  static const auto& gru_tiles = tiles<GruX, GruH>();
   const int64_t Hp = (H + 15) / 16 * 16;
   gated_step(x, I, wx, h, wh, B, H, [&](int64_t mr, const Operand& xo, const Operand& ho, int64_t u, float* out) {
-    tiles[mr - 1](xo, ho, bias ? bias + u : nullptr, Hp, out);
+    gru_tiles[mr - 1](xo, ho, bias ? bias + u : nullptr, Hp, out);
   }, [&](int64_t r, int64_t mr, int64_t u, int64_t units, const float* out) {
     const int64_t s = r * H + u;
     forward_cells<Keep>(out, mr, units, h + s, h1 + s, Keep ? g + r * 3 * H + u : nullptr, Keep ? hn + s : nullptr,

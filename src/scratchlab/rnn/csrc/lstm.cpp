@@ -6,12 +6,13 @@
 //                 activated gates after the forward (with the library kernel, x_t W_ih^T + b on entry)
 //   out, C, TC (N, H)  h_t, c_t and tanh(c_t) of every step; h0, c0 (B, H) the initial states
 //
-// Two kernels. The packed kernel (packed.h; float32 on an AVX-512 CPU, any H; `lstm_forward_packed`,
-// `lstm_backward` with kernel 2) computes the step products itself in register tiles, with the input projection,
-// the gate math and the weight gradients inside the step loops and each step's tiles split over torch's threads:
-// no library call per step. The library kernel (everything else; `lstm_forward`, `lstm_backward` with kernel 0 or
-// 1) makes each step's product with oneDNN's matmul (torch.ops.mkldnn._linear_pointwise, found once through the
-// dispatcher) or at::mm, followed by ONE fused pass over the step's (rows, 4H) gates. The pointwise loops are plain
+// Two kernels. The packed kernel (packed.h over kernel.h; float32 where the build has kernel.h's AVX-512, AVX2 or
+// NEON variant, any H; `lstm_forward_packed`, `lstm_backward` with kernel 2) computes the step products itself in
+// register tiles, with the input projection, the gate math and the weight gradients inside the step loops and each
+// step's tiles split over torch's threads: no library call per step. The library kernel (everything else;
+// `lstm_forward`, `lstm_backward` with kernel 0 or 1) makes each step's product with oneDNN's matmul
+// (torch.ops.mkldnn._linear_pointwise, found once through the dispatcher) or at::mm, followed by ONE fused pass
+// over the step's (rows, 4H) gates. The pointwise loops are plain
 // C++ that gcc vectorises (-O3). A step's products and cells cover its bs[t] rows only.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>

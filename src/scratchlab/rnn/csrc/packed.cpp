@@ -43,5 +43,6 @@ Tensor pack_gates(const Tensor& w, at::IntArrayRef order, at::ArrayRef<double> s
 
 TORCH_LIBRARY(scratchlab_rnn, m) {
   m.def("packed_available() -> bool", &scratchlab::packed_available);
+  m.def("kernel_isa() -> str", &scratchlab::kernel_isa);
   m.def("pack_gates(Tensor w, int[] order, float[] scale, bool transposed) -> Tensor", &scratchlab::pack_gates);
 }

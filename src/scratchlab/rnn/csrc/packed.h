@@ -1,6 +1,6 @@
-// The packed kernel shared by the compiled recurrent step loops (lstm.cpp, gru.cpp, rnn.cpp): register-tile
-// products that the steps call instead of a library, their operands' layout, the step order, and the pointwise
-// helpers.
+// The packed kernel's threads and step order over kernel.h's tiles (kernel.h: the vector layer, the tile products
+// and their scalar reference, free of torch), shared by the compiled recurrent step loops (lstm.cpp, gru.cpp,
+// rnn.cpp): the step shapes, the parallel loops, the weight-gradient accumulator and the Steps layout.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,167 +8,25 @@
 
 #include <algorithm>
 #include <optional>
+#include <string>
 #include <array>
-#include <bit>
-#include <cmath>
 #include <cstdint>
 #include <tuple>
-#include <type_traits>
 #include <utility>
 #include <vector>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+
+#include "kernel.h"
 
 namespace scratchlab {
 
 using at::Tensor;
 
-// exp(x) = 2^n e^r with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2]; e^r by its Taylor series to
-// degree 7 (float: truncation error 5e-9, below float's 6e-8 rounding) or 13 (double: 4e-18), 2^n from the bits.
-// Written out rather than calling std::exp: gcc vectorises this inline, while it vectorises std::exp (into glibc's
-// libmvec) only when NaN and inf are assumed away, and even then a step took 14.6 us against 11.7 with this.
-// x is clamped to the range where 2^n stays a normal number (a NaN stays NaN).
-template <typename T>
-inline T fast_exp(T x) {
-  using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
-  constexpr bool f32 = sizeof(T) == 4;
-  constexpr int degree = f32 ? 7 : 13, mantissa = f32 ? 23 : 52, bias = f32 ? 127 : 1023;
-  constexpr T lo = f32 ? T(-87) : T(-708), hi = f32 ? T(88) : T(709);
-  constexpr T ln2_hi = T(0.693145751953125), ln2_lo = T(1.42860682030941723212e-6);  // ln 2 = hi + lo
-  x = std::min(std::max(x, lo), hi);
-  const T n = std::floor(x * T(1.44269504088896340736) + T(0.5));
-  const T r = (x - n * ln2_hi) - n * ln2_lo;
-  T p = T(1);
-  for (int k = degree; k >= 1; --k) p = T(1) + p * r * (T(1) / T(k));  // Horner: 1 + r (1 + r/2 (1 + r/3 (...)))
-  return p * std::bit_cast<T>(static_cast<I>(static_cast<I>(n) + bias) << mantissa);
-}
-
-// sigmoid(a) = 1 / (1 + exp(-a))
-template <typename T>
-inline T sigmoid(T a) { return T(1) / (T(1) + fast_exp(-a)); }
-
 // ---------------------------------------------------------------------------------------------- packed kernel
-// The step products without a library call: on a float32 CPU with AVX-512, each step's product is computed here in
-// register tiles and the gate math runs on each tile while it is in L1, so a step pays neither the library's
-// per-call cost (~9 us through the dispatcher) nor a second pass over (B, 4H).
-//
-// Weights come as `pack_gates(w)` (fast.pack16 is its definition): w (N, K) padded with zero rows to a multiple of
-// 16 and cut into panels of 16 rows, each stored transposed, (N/16, K, 16), so that a tile reads 16 consecutive
-// output columns of one k as one 64-byte vector. A tile is MR
-// rows of the left operand by NV panels (16 NV columns), MR x NV accumulators (at most 6 x 4 = 24 of AVX-512's 32
-// vector registers); the NV panels of a tile may lie anywhere in the packed weight (a base and a stride), so the
-// forward takes the o, i, f, g panels of the same 16 hidden units as one tile and finishes those cells at once.
-#if defined(__AVX512F__)
-#define SCRATCHLAB_PACKED 1
-constexpr int kMR = 6, kNV = 4;
-
-// One operand of a tile product, MR rows by K times NV panels of 16 columns: a(r, k) = a[r ra + k ka] and
-// panel c's 16 values at k from p + c ps + k pk. The step products read rows of a matrix (ra = its row stride,
-// ka = 1) against pack_gates panels (ps = K 16, pk = 16); the weight gradients read a matrix's columns against rows
-// of dG (ra = 1, ka = row stride; ps = 16, pk = dG's row stride).
-struct Operand {
-  const float* a;
-  int64_t ra, ka;
-  const float* p;
-  int64_t ps, pk, K;
-};
-
-// acc[r][to[c]] += sum_k a(r, k) panel_c(k) for the panels c < sizeof...(To): with To = 0, 1, ..., NA - 1 the
-// plain tile product; another map lets two operands share some accumulators and not others (the GRU's n gate keeps
-// its input and hidden products apart).
-template <int MR, int NA, int... To>
-inline void fma_to(__m512 (&acc)[MR][NA], const Operand& o) {
-  constexpr int NV = sizeof...(To);
-  constexpr int to[NV] = {To...};
-  const float *a = o.a, *p = o.p;
-  for (int64_t k = 0; k < o.K; ++k, a += o.ka, p += o.pk) {
-    __m512 w[NV];
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) w[c] = _mm512_loadu_ps(p + c * o.ps);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const __m512 v = _mm512_set1_ps(a[r * o.ra]);
-#pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) acc[r][to[c]] = _mm512_fmadd_ps(v, w[c], acc[r][to[c]]);
-    }
-  }
-}
-
-// acc[r][c] += sum_k a(r, k) panel_c(k)
-template <int MR, int NV, int... C>
-inline void fma_operand_seq(__m512 (&acc)[MR][NV], const Operand& o, std::integer_sequence<int, C...>) {
-  fma_to<MR, NV, C...>(acc, o);
-}
-template <int MR, int NV>
-inline void fma_operand(__m512 (&acc)[MR][NV], const Operand& o) {
-  fma_operand_seq<MR, NV>(acc, o, std::make_integer_sequence<int, NV>{});
-}
-
-// out (MR, 64, row stride 64) <- bias + x's product + y's, for NV panels; bias: NV vectors at bias + c bs, or null
-// for zero; y.K = 0 for a single operand.
-template <int MR, int NV>
-void tile_product(const Operand& x, const Operand& y, const float* bias, int64_t bs, float* out) {
-  __m512 acc[MR][NV];
-#pragma GCC unroll 4
-  for (int c = 0; c < NV; ++c) {
-    const __m512 b = bias ? _mm512_loadu_ps(bias + c * bs) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) acc[r][c] = b;
-  }
-  fma_operand<MR, NV>(acc, x);
-  fma_operand<MR, NV>(acc, y);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + r * 64 + c * 16, acc[r][c]);
-}
-
-// C (MR rows of 16 NV columns, row stride ldc) += x's product.
-template <int MR, int NV>
-void tile_accumulate(const Operand& x, float* C, int64_t ldc) {
-  __m512 acc[MR][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_loadu_ps(C + r * ldc + c * 16);
-  fma_operand<MR, NV>(acc, x);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(C + r * ldc + c * 16, acc[r][c]);
-}
-
-using AccumulateFn = void (*)(const Operand&, float*, int64_t);
-
-template <int NV, int... MR>
-constexpr std::array<AccumulateFn, sizeof...(MR)> accumulate_row(std::integer_sequence<int, MR...>) {
-  return {&tile_accumulate<MR + 1, NV>...};
-}
-
-// accumulate_tile(mr, nv): tile_accumulate for mr rows (1..kMR) and nv panels (1..kNV).
-inline AccumulateFn accumulate_tile(int64_t mr, int64_t nv) {
-  using Rows = std::make_integer_sequence<int, kMR>;
-  static const std::array<std::array<AccumulateFn, kMR>, kNV> table = {
-      accumulate_row<1>(Rows{}), accumulate_row<2>(Rows{}), accumulate_row<3>(Rows{}), accumulate_row<4>(Rows{})};
-  return table[nv - 1][mr - 1];
-}
-
-using TileFn = void (*)(const Operand&, const Operand&, const float*, int64_t, float*);
-
-template <int NV, int... MR>
-constexpr std::array<TileFn, sizeof...(MR)> tile_row(std::integer_sequence<int, MR...>) {
-  return {&tile_product<MR + 1, NV>...};
-}
-
-// tile(mr, nv): the kernel for mr rows (1..kMR) and nv panels (1..kNV).
-inline TileFn tile(int64_t mr, int64_t nv) {
-  using Rows = std::make_integer_sequence<int, kMR>;
-  static const std::array<std::array<TileFn, kMR>, kNV> table = {tile_row<1>(Rows{}), tile_row<2>(Rows{}),
-                                                                 tile_row<3>(Rows{}), tile_row<4>(Rows{})};
-  return table[nv - 1][mr - 1];
-}
-
+// The step products without a library call: where the build has a vector variant of kernel.h (AVX-512, AVX2+FMA,
+// NEON; float32), each step's product is computed in register tiles and the gate math runs on each tile while it
+// is in L1, so a step pays neither the library's per-call cost nor a second pass over (B, 4H). Tiles are kMR rows
+// by up to kNV = 4 panels of 16 columns (64 columns: the unit of work the threads share).
+#ifdef SCRATCHLAB_PACKED
 // One step of a gated cell (LSTM, GRU) over tiles of kMR rows by one group of 16 hidden units: x (B, I) = x_t,
 // h (B, H) = h_{t-1}, wx, wh = pack_gates of W_ih, W_hh (gate blocks padded to Hp = groups * 16 rows, so a group's
 // gate panels lie `groups` panels apart). `product(mr, xo, ho, u, out)` fills the tile out (mr rows, row stride 64)
@@ -277,13 +135,6 @@ class StepWeightGradient {
   std::vector<float> block_;
 };
 
-// Prefetch rows x bytes from p (row stride in floats) into L2, a cache line at a time.
-inline void prefetch_rows(const float* p, int64_t rows, int64_t stride, int64_t bytes) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const char* row = reinterpret_cast<const char*>(p + r * stride);
-    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(row + b, _MM_HINT_T1);
-  }
-}
 #endif
 
 // fn(u, cols) over the columns [0, N) in panels of 64, the panels split over torch's threads: for per-column work
@@ -391,6 +242,9 @@ inline void check_rows(const Steps& s, const Tensor& t, int64_t width, const cha
 // (w = pack16(...)). fast.py picks; `packed_available` says whether this build has the packed kernel.
 enum Kernel : int64_t { kAtMm = 0, kOneDnn = 1, kPacked = 2 };
 
+// The vector variant this build was compiled for: avx512, avx2, neon or generic (kernel.h).
+inline std::string kernel_isa() { return SCRATCHLAB_ISA_NAME; }
+
 inline bool packed_available() {
 #ifdef SCRATCHLAB_PACKED
   return true;
@@ -400,7 +254,7 @@ inline bool packed_available() {
 }
 
 inline void check_packed(const Tensor& G, const Tensor& w) {
-  TORCH_CHECK(packed_available(), "scratchlab: this build has no packed kernel (needs AVX-512)");
+  TORCH_CHECK(packed_available(), "scratchlab: this build (", SCRATCHLAB_ISA_NAME, ") has no packed kernel");
   TORCH_CHECK(G.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 3 && w.size(2) == 16,
               "scratchlab: the packed kernel needs float32 and a pack_gates weight, got ", G.scalar_type(), ", weight ",
               w.sizes());

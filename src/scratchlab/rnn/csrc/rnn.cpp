@@ -1,5 +1,5 @@
 // The step loops of one Elman RNN layer-direction (scratchlab.rnn.fast), h_t = act(x_t W_ih^T + b + h_{t-1} W_hh^T)
-// with act = tanh or relu, on the packed kernel (packed.h; float32 on an AVX-512 CPU). Layouts are fast.py's, every
+// with act = tanh or relu, on the packed kernel (packed.h; float32 where kernel.h has a vector variant). Layouts are fast.py's, every
 // per-step buffer with the rows of packed.h's `Steps` (N rows: a padded batch or a PackedSequence's data):
 //
 //   out (N, H)  the states h_t; h0 (B, H) the initial state
@@ -8,7 +8,7 @@
 // Per step one register-tile product over 64 consecutive hidden units, b + x_t W_ih^T + h_{t-1} W_hh^T, and the
 // activation applied to the tile while it is in L1; the backward likewise computes dP_{t+1} W_hh per tile and
 // finishes dP_t = (dL/dh_t + dP_{t+1} W_hh) act'(h_t) on it, summing the bias and (for H a multiple of 16) the
-// weight gradients inside the loop. Everything else (float64, CUDA, no AVX-512) runs fast.py's Python loops.
+// weight gradients inside the loop. Everything else (float64, CUDA, a generic build) runs fast.py's Python loops.
 #include <torch/library.h>
 
 #include <optional>
