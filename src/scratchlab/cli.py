@@ -13,6 +13,7 @@
     scratchlab add 100111 110010 [--trace]
     scratchlab data [list | fetch NAME]
     scratchlab export RUN_DIR --tensorboard         event files from metrics.jsonl (a sweep: each of its runs)
+    scratchlab info                                 CPU features, the kernels' variant and build, versions, threads
     scratchlab --version
 
 Errors are one line naming the problem (`--debug` shows the traceback instead).
@@ -234,6 +235,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    from scratchlab.rnn.info import report
+
+    print(report(load=not args.no_build))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from scratchlab.run import events
 
@@ -391,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tensorboard", action="store_true",
                    help="TensorBoard event files from metrics.jsonl, replacing any already there")
     s.set_defaults(fn=_cmd_export)
+
+    s = sub.add_parser("info", help="the CPU's features, the recurrent kernels' variant and build, versions, threads")
+    s.add_argument("--no-build", action="store_true", help="report the build's status without building or loading it")
+    s.set_defaults(fn=_cmd_info)
     for s in sub.choices.values():
         s.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     return p
