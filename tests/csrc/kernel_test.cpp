@@ -51,12 +51,13 @@ void same(const float* got, const float* want, size_t n, const char* what, int m
 // x (rows of a matrix, ka = 1) against pack16 panels, as the step products read them
 void step_products() {
   const int identity[4] = {0, 1, 2, 3}, gru_x[4] = {0, 1, 2, -1}, gru_h[4] = {0, 1, -1, 2};
-  for (int64_t K : {0, 1, 5, 16, 37}) {
-    for (int64_t KH : {0, 3, 24}) {
-      const auto a = random(kMR * 40), ah = random(kMR * 40);
-      const auto p = random(4 * 40 * 16 + 64), ph = random(4 * 40 * 16 + 64), bias = random(4 * 20);
-      const Operand x{a.data(), 40, 1, p.data(), K * 16 + 7, 16, K};       // panels K 16 + 7 apart: any stride
-      const Operand h{ah.data(), 40, 1, ph.data(), KH * 16 + 3, 16, KH};
+  // K + KH past kKC = 256: the variants that cut k into blocks (AVX2, NEON) resume a tile inside x and inside h
+  for (int64_t K : {0, 1, 5, 16, 37, 300}) {
+    for (int64_t KH : {0, 3, 24, 230}) {
+      const auto a = random(kMR * 301), ah = random(kMR * 231);
+      const auto p = random(4 * (K * 16 + 7) + 16), ph = random(4 * (KH * 16 + 3) + 16), bias = random(4 * 20);
+      const Operand x{a.data(), 301, 1, p.data(), K * 16 + 7, 16, K};      // panels K 16 + 7 apart: any stride
+      const Operand h{ah.data(), 231, 1, ph.data(), KH * 16 + 3, 16, KH};
       for (int mr = 1; mr <= kMR; ++mr) {
         for (const float* b : {static_cast<const float*>(nullptr), bias.data()}) {
           std::vector<float> got(kMR * 64, -7.f), want(kMR * 64, -7.f);

@@ -234,10 +234,11 @@ inline void fma_group(V16 (&acc)[MR][NG], const Operand& o) {
   }
 }
 
-// out (MR rows, row stride 64) <- bias + x's product (map XM) + y's (map YM), for NV accumulator panels; bias: NV
-// vectors at bias + c bs, or null for zero; y.K = 0 for a single operand. Groups of kNG panels from G0 on.
+// out (MR rows, row stride 64) <- bias + x's product (map XM) + y's (map YM), for NV accumulator panels, in groups
+// of kNG panels from G0 on; bias: NV vectors at bias + c bs, or null for zero; y.K = 0 for a single operand.
+// resume: start from out's values instead of the bias (a later block of k, see tile_product).
 template <int MR, int NV, typename XM, typename YM, int G0 = 0>
-inline void tile_product(const Operand& x, const Operand& y, const float* bias, int64_t bs, float* out) {
+inline void tile_groups(const Operand& x, const Operand& y, const float* bias, int64_t bs, float* out, bool resume) {
   if constexpr (G0 < NV) {
     constexpr int NG = std::min(kNG, NV - G0);
     V16 acc[MR][NG];
@@ -245,7 +246,7 @@ inline void tile_product(const Operand& x, const Operand& y, const float* bias, 
     for (int c = 0; c < NG; ++c) {
       const V16 b = bias ? load(bias + (G0 + c) * bs) : zero();
 #pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) acc[r][c] = b;
+      for (int r = 0; r < MR; ++r) acc[r][c] = resume ? load(out + r * 64 + (G0 + c) * 16) : b;
     }
     fma_group<MR, NG, G0, XM>(acc, x);
     fma_group<MR, NG, G0, YM>(acc, y);
@@ -253,7 +254,31 @@ inline void tile_product(const Operand& x, const Operand& y, const float* bias, 
     for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
       for (int c = 0; c < NG; ++c) store(out + r * 64 + (G0 + c) * 16, acc[r][c]);
-    tile_product<MR, NV, XM, YM, G0 + NG>(x, y, bias, bs, out);
+    tile_groups<MR, NV, XM, YM, G0 + NG>(x, y, bias, bs, out, resume);
+  }
+}
+
+// o's terms k0 <= k < k1 (clamped to 0 .. K).
+inline Operand slice(const Operand& o, int64_t k0, int64_t k1) {
+  k0 = std::clamp<int64_t>(k0, 0, o.K), k1 = std::clamp<int64_t>(k1, 0, o.K);
+  return {o.a + k0 * o.ka, o.ra, o.ka, o.p + k0 * o.pk, o.ps, o.pk, k1 - k0};
+}
+
+// kKC: where a tile's panels take several groups (kNG < NV: AVX2, NEON), its terms are cut into blocks of kKC k
+// (x's, then y's), the partial sums waiting in `out` between blocks, so that the left operand's block (MR kKC
+// floats, 6 KB) stays in L1 while each group reads it again; every element still adds its terms in the same order.
+constexpr int64_t kKC = 256;
+
+// out (MR rows, row stride 64) <- bias + x's product (map XM) + y's (map YM): tile_product_reference's values.
+template <int MR, int NV, typename XM, typename YM>
+inline void tile_product(const Operand& x, const Operand& y, const float* bias, int64_t bs, float* out) {
+  if constexpr (kNG >= NV) {
+    tile_groups<MR, NV, XM, YM>(x, y, bias, bs, out, false);
+  } else {
+    const int64_t K = x.K + y.K;
+    for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kKC) {
+      tile_groups<MR, NV, XM, YM>(slice(x, k0, k0 + kKC), slice(y, k0 - x.K, k0 + kKC - x.K), bias, bs, out, k0 > 0);
+    }
   }
 }
 
