@@ -7,11 +7,12 @@ GRU's and RNN's; `rnn/ops.py` makes them autograd Functions and registered opera
 torch.export see). The backward saves the activated gates instead of a per-step graph. Steps run on one of three
 kernels, picked per call:
 
-* the packed kernel (`rnn/csrc/`, compiled by `_cext`; float32 on a CPU with AVX-512, any hidden size, where the
-  extension builds): the weights packed once into register-tile panels (`pack16` is the layout's definition),
-  each step one tile product `b + x_t W_ih^T + h_{t-1} W_hh^T` with the cell math on the tile; the backward the
-  same with `dG_{t+1} W_hh`, the bias and (blocks up to `_DW_IN_LOOP_BYTES`) weight gradients summed in the loop;
-* for the LSTM, its library kernel (`rnn/csrc/lstm.cpp`; float64, CPUs without AVX-512): per step one oneDNN or
+* the packed kernel (`rnn/csrc/`, compiled by `_cext`; float32, any hidden size, where the extension builds with
+  one of kernel.h's vector variants: AVX-512, AVX2+FMA or NEON, chosen from the CPU or by SCRATCHLAB_ISA): the
+  weights packed once into register-tile panels (`pack16` is the layout's definition), each step one tile product
+  `b + x_t W_ih^T + h_{t-1} W_hh^T` with the cell math on the tile; the backward the same with `dG_{t+1} W_hh`, the
+  bias and (blocks up to `_DW_IN_LOOP_BYTES`) weight gradients summed in the loop;
+* for the LSTM, its library kernel (`rnn/csrc/lstm.cpp`; float64, the generic variant): per step one oneDNN or
   at::mm product and one fused pass over the gates;
 * the Python loops here (CUDA, no compiler, or SCRATCHLAB_NO_CEXT=1): the input projection of every step as one
   GEMM with the biases folded in, `G = X W_ih^T + b`; per step one GEMM (`_gemm.gemms`: oneDNN on CPU, cuBLAS on
@@ -93,7 +94,7 @@ def pack16(w: Tensor) -> Tensor:
 
 
 def _step_kernel(ops, x: Tensor, H: int) -> int:
-    """The compiled loops' step products: 2 = the packed AVX-512 kernel (float32, a build with AVX-512), else
+    """The compiled loops' step products: 2 = the packed kernel (float32, a build with a vector variant), else
     1 = oneDNN's matmul or 0 = at::mm, as csrc/packed.h's `Kernel`."""
     if x.dtype == torch.float32 and ops.packed_available():
         return 2
