@@ -15,7 +15,12 @@ cores make wall-clock ratios swing 0.3-5x); `--clock wall --threads 2` on a quie
 torch's default threads sees (its own section in docs/benchmarks.md; `make bench` runs both). `--device cuda` compares
 against cuDNN (wall clock with synchronisation).
 
+`--isa avx2` measures the AVX2 variant on a machine with AVX-512 against torch limited the same way: the script
+runs itself again with SCRATCHLAB_ISA=avx2 and torch's, oneDNN's and MKL's ISA capped at AVX2 (`FORCED_AVX2`; torch
+reads them when it loads) and writes its own section of docs/benchmarks.md.
+
     python benchmarks/rnn_speed.py [--repeats 5] [--quick] [--no-write] [--device cuda] [--layers LSTM ...]
+                                   [--isa avx2]
 """
 
 from __future__ import annotations
@@ -25,11 +30,25 @@ import os
 import sys
 import time
 
-import torch
+FORCED_AVX2 = {"SCRATCHLAB_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+               "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
-from common import compare, markdown_table, write_section
-from scratchlab import rnn
-from scratchlab.rnn import _cext, fast
+
+def _run_forced_avx2() -> None:
+    """--isa avx2: run again with FORCED_AVX2 in the environment, before torch is imported."""
+    argv = sys.argv[1:]
+    if "--isa" in argv and argv[argv.index("--isa") + 1:][:1] == ["avx2"] and \
+            any(os.environ.get(k) != v for k, v in FORCED_AVX2.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **FORCED_AVX2})
+
+
+_run_forced_avx2()
+
+import torch  # noqa: E402
+
+from common import compare, markdown_table, write_section  # noqa: E402
+from scratchlab import rnn  # noqa: E402
+from scratchlab.rnn import _cext, fast  # noqa: E402
 
 SHAPES = {"a": (128, 20, 10, 128), "b": (64, 400, 128, 128), "c": (64, 100, 256, 512)}
 CASES = [("a", {}), ("b", {}), ("c", {}), ("b", {"num_layers": 2}), ("b", {"bidirectional": True})]
@@ -114,9 +133,13 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="shape a only, 3 pairs: a smoke run")
     p.add_argument("--layers", nargs="+", choices=list(GATES), default=list(GATES), help="which layers to time")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument("--isa", choices=["native", "avx2"], default="native",
+                   help="avx2: scratchlab's AVX2 variant against torch capped at AVX2 (see the module docstring)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
+    if args.isa == "avx2" and "avx2" not in _cext.supported_isas():
+        sys.exit("--isa avx2: this CPU cannot run the avx2 variant (no AVX2 and FMA)")
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" and args.device == "cpu" else time.perf_counter
     cases = CASES[:1] if args.quick else CASES
@@ -147,6 +170,8 @@ def main() -> None:
                 print(" | ".join(rows[-1]), flush=True)
     ref = "cuDNN" if args.device == "cuda" else "torch.nn"
     mode = "" if (args.clock, args.threads) == ("cpu", 1) else f", {args.threads} threads, {args.clock} clock"
+    mode += ", forced AVX2" if args.isa == "avx2" else ""
+    variant = _cext.describe()["isa"] if _cext.ops() else None
     body = (f"## Recurrent layers, fast path vs {ref} ({args.device}{mode})\n\n"
             "Shapes (batch, length, input, hidden): a (128, 20, 10, 128), b (64, 400, 128, 128), "
             "c (64, 100, 256, 512); float32, input without gradient. Ratio = ours / torch, median of "
@@ -157,7 +182,10 @@ def main() -> None:
             "ours / torch.\n\n"
             + markdown_table(["layer", "shape", "pass", "ours ms", f"{ref} ms", "ratio (median)", "ratio range",
                               "ours % peak", f"{ref} % peak", "saved mem ratio"], rows)
-            + f"\n\nStep loops: {'compiled (rnn/csrc/)' if _cext.ops() else 'Python'}. "
+            + f"\n\nStep loops: {f'compiled (rnn/csrc/, the {variant} variant)' if variant else 'Python'}; "
+              f"torch's CPU capability: {torch.backends.cpu.get_cpu_capability()}"
+              + (f" ({', '.join(f'{k}={v}' for k, v in FORCED_AVX2.items())})" if args.isa == "avx2" else "")
+              + ". "
               f"CPU: {cpu_model()}. Load average when it finished: {os.getloadavg()[0]:.1f} on "
               f"{os.cpu_count()} cores (shared machine: absolute times are inflated, the ratios are the numbers).")
     print(body)
@@ -166,6 +194,7 @@ def main() -> None:
             if os.environ.get("MALLOC_MMAP_MAX_") == "0" else ""
         key = f"rnn_speed_{args.device}" + ("" if (args.clock, args.threads) == ("cpu", 1)
                                             else f"_{args.clock}_{args.threads}threads")
+        key += "_avx2" if args.isa == "avx2" else ""
         write_section(key, body, command=tuned + "python " + " ".join(sys.argv))
 
 
