@@ -78,3 +78,21 @@ def test_parity_suite_under_another_variant(variant):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout
+
+
+def test_info_command_reports_the_variant_and_each_layer(capsys):
+    from scratchlab.cli import main
+
+    assert main(["info", "--no-build"]) == 0
+    out = capsys.readouterr().out
+    assert f"kernels: {_cext.isa()} variant" in out and "build: " in out and "status: " in out
+    assert all(f"  {name}: " in out for name in ("LSTM", "GRU", "RNN")) and "torch " in out
+
+
+def test_info_command_says_an_unsupported_choice_in_one_line(monkeypatch, capsys):
+    from scratchlab.cli import main
+
+    monkeypatch.setenv("SCRATCHLAB_ISA", "sse9")
+    assert main(["info", "--no-build"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "SCRATCHLAB_ISA=sse9: not a variant" in err
