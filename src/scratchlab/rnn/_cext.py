@@ -50,7 +50,7 @@ SOURCES = [CSRC / "packed.cpp", CSRC / "lstm.cpp", CSRC / "gru.cpp", CSRC / "rnn
 CFLAGS = ["-O3", "-ffast-math", "-fno-finite-math-only", "-fopenmp"]  # and isa_flags(isa)
 ISAS = ("avx512", "avx2", "neon", "generic")  # the order `isa()` tries them in
 LDFLAGS = ["-fopenmp"]
-COMPILING = "compiling scratchlab's recurrent kernels (first run only, ~1 min)..."
+COMPILING = "building scratchlab's recurrent kernels once (about a minute; `make setup` does it ahead)..."
 _state: dict[str, object] = {}
 
 
