@@ -2,6 +2,7 @@
 PY ?= python3
 PIP := $(PY) -m pip
 FASHION := /usr/share/datasets/fashion-mnist
+AUSTEN := /usr/lib/R/site-library/janeaustenr
 
 .PHONY: setup data demo test lint bench
 
@@ -10,11 +11,16 @@ setup: data
 	$(PIP) install -q -e '.[dev,ray,tensorboard]'
 	-$(PY) -c "import scratchlab.rnn._cext as c; c.main()"  # compiled LSTM loops; on failure the Python ones run
 
-# Real Fashion-MNIST from Debian (offline). Skipped quietly when already there or when apt is unavailable.
+# Real Fashion-MNIST and Jane Austen's novels (the char-lm / word-lm default corpus) from Debian (offline).
+# Each is skipped quietly when already there or when apt is unavailable.
 data:
 	@if [ ! -d $(FASHION) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null \
 		|| echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST experiments will try to download"; \
+	fi
+	@if [ ! -d $(AUSTEN) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq r-cran-janeaustenr >/dev/null \
+		|| echo "warning: could not install r-cran-janeaustenr; use corpus=tinyshakespeare or text_file=PATH"; \
 	fi
 
 demo: setup

@@ -225,6 +225,23 @@ from scratchlab.data import imdb as _imdb  # noqa: E402  (imdb does not import t
 
 register("imdb", "IMDB movie reviews (Maas et al. 2011), 25k/25k, official aclImdb_v1.tar.gz (download, 84 MB)")(
     _imdb.load_split)
+
+
+# Language-model corpora (scratchlab.data.corpus, which imports this module: loaded when called, not here).
+# A split is a contiguous block of characters; len() counts characters.
+@register("austen", "Jane Austen's six novels, 4.0M characters (Debian's r-cran-janeaustenr, offline)", offline=True)
+def austen(split: str = "train", allow_download: bool = True):
+    from scratchlab.data import corpus
+
+    return corpus.load_split("austen", split, allow_download)
+
+
+@register("tinyshakespeare", "tiny-shakespeare (karpathy/char-rnn), 1.1M characters (download, SHA-256 checked)")
+def tinyshakespeare(split: str = "train", allow_download: bool = True):
+    from scratchlab.data import corpus
+
+    return corpus.load_split("tinyshakespeare", split, allow_download)
+
 # ---------------------------------------------------------------- SVHN and its synthetic stand-in
 
 def svhn_remotes() -> list[Remote]:
