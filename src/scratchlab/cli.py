@@ -10,6 +10,7 @@
     scratchlab reproduce [--quick] [--out DIR] [--only NAME ...]
     scratchlab sample RUN_DIR --n N --out FILE.npz
     scratchlab predict RUN_DIR "text" | - | --file FILE
+    scratchlab generate RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--greedy] [--seed S]
     scratchlab add 100111 110010 [--trace]
     scratchlab data [list | fetch NAME]
     scratchlab export RUN_DIR --tensorboard         event files from metrics.jsonl (a sweep: each of its runs)
@@ -208,6 +209,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    fn = _hooked_experiment(args.run_dir, "generate")
+    print(fn(Path(args.run_dir), args.prompt, args.length, None if args.greedy else args.temperature, args.seed))
+    return 0
+
+
 def _cmd_add(args: argparse.Namespace) -> int:
     from scratchlab.rnn.adder import BinaryAdderRNN
 
@@ -382,6 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("text", nargs="?", help='the text; "-" reads it from standard input')
     s.add_argument("--file", help="read the text from this file (UTF-8)")
     s.set_defaults(fn=_cmd_predict)
+
+    s = sub.add_parser("generate", help="write text with a trained language model (char-lm)")
+    s.add_argument("run_dir")
+    s.add_argument("--prompt", default="", help="the text to start from (default: the corpus's first character)")
+    s.add_argument("--length", type=int, default=300, help="characters to write after the prompt (default 300)")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="sample from softmax(logits / T): below 1 safer, above 1 wilder (default 1.0)")
+    s.add_argument("--greedy", action="store_true", help="always the most likely next character (no sampling)")
+    s.add_argument("--seed", type=_seed, default=0, help="seed of the sampling (default 0)")
+    s.set_defaults(fn=_cmd_generate)
 
     s = sub.add_parser("add", help="add two binary numbers with the hand-set RNN")
     s.add_argument("a")

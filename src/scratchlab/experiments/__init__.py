@@ -3,7 +3,8 @@
 An experiment is a function `run(cfg, ctx) -> summary dict` plus a dataclass of defaults, the
 overrides `--quick` applies (seconds, not minutes), and optional hooks:
 `available(cfg) -> None | reason` (e.g. real data missing: `reproduce` skips with the reason),
-`sample(run_dir, n) -> dict of arrays` and `predict(run_dir, text) -> str` for the CLI commands.
+`sample(run_dir, n) -> dict of arrays`, `predict(run_dir, text) -> str` and
+`generate(run_dir, prompt, length, temperature, seed) -> str` for the CLI commands.
 Modules are discovered automatically, so adding a family never edits this file or the CLI.
 
 A multi-run experiment (a comparison, a sweep over lengths or clip values) is data, not a loop: `@sweep_experiment`
@@ -32,6 +33,7 @@ class Experiment:
     available: Callable[[Any], str | None] | None = None
     sample: Callable[..., dict[str, Any]] | None = None
     predict: Callable[..., str] | None = None
+    generate: Callable[..., str] | None = None  # a language model's text (`scratchlab generate RUN_DIR`)
     in_reproduce: bool = True
     seeds: int = 5  # how many seeds `reproduce` runs it over (at full budget; --quick: 2)
     plan: Callable[[Any], Plan] | None = None  # a multi-run experiment: its runs, as data
@@ -92,7 +94,7 @@ def sweep_experiment(name: str, config: type, *, help: str, quick: dict[str, Any
 
 
 def hook(name: str, kind: str):
-    """Attach a `sample`, `predict` or `finish` hook to an already registered experiment."""
+    """Attach a `sample`, `predict`, `generate` or `finish` hook to an already registered experiment."""
 
     def wrap(fn):
         setattr(EXPERIMENTS[name], kind, fn)
