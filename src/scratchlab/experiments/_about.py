@@ -45,6 +45,25 @@ ABOUT: dict[str, About] = {
         ("max_loss_difference", "chars_right_ours", "chars_right_torch"), doc="docs/sequences.md",
         expected="5 seeds: 68 of 68 characters read back by both on every seed; the largest loss difference "
                  "over the first 20 steps 2.0e-5 +- 2.5e-5."),
+    "char-lm": About(
+        f"From {UVA}: a two-layer LSTM trained on a book, character by character (sequence length 30, hidden 128, "
+        "batch 64, RMSprop 2e-3), with the state carried across batches; it writes text greedily and at "
+        "temperatures 0.5, 1.0 and 2.0. Jane Austen's novels offline, tiny-shakespeare (karpathy/char-rnn) by "
+        "download; nanoGPT's character transformer reaches 1.47 nats/char on tiny-shakespeare on a GPU.",
+        ("val_bpc", "test_bpc", "val_loss", "train_minutes"), doc="docs/sequences.md"),
+    "word-lm": About(
+        "A word-level LSTM language model (embedding, two layers, dropout, tied embeddings; after Zaremba et al. "
+        "2014, whose small model reaches test perplexity ~115.9 on Penn Treebank) against an interpolated "
+        "Kneser-Ney trigram counted on the same training words.",
+        ("test_perplexity", "ngram_test_perplexity", "test_improvement_over_ngram"), doc="docs/sequences.md"),
+    "grad-flow": About(
+        f"The question of {UVA} (2019, Q1.7): the gradient ||dL/dh_t|| of the loss on the last step of a "
+        "length-100 palindrome with respect to every hidden state, for an RNN, an LSTM and a GRU, at "
+        "initialisation and after training, over seeds: do the gradients vanish as the textbook says?",
+        doc="docs/sequences.md"),
+    "grad-flow-run": About("One model and one seed of grad-flow: the norms ||dL/dh_t|| at initialisation, then "
+                           "after training on palindromes, from the same initial weights.",
+                           ("grad_ratio_init", "grad_ratio_trained", "test_accuracy"), doc="docs/sequences.md"),
     "mlp-numpy": About(
         "From the UvA course's assignment 1: a multi-layer perceptron trained from scratch in scratchlab's "
         "NumPy autograd engine (784-512-256-10 on Fashion-MNIST by default).",
@@ -122,6 +141,16 @@ GLOSSARY: dict[str, str] = {
                       "translation has to beat",
     "cycle_mse": "mean squared error of x -> G -> F back to x (cycle consistency), pixels in [-1, 1]",
     "wall_seconds": "wall-clock time of the run",
+    "bpc": "bits per character: the cross-entropy of the next character in bits (nats / ln 2); lower is better",
+    "val_loss": "cross-entropy on the validation block, in nats per character (char-lm) or per word (word-lm)",
+    "perplexity": "exp(cross-entropy per word): the number of equally likely words the model is as unsure as",
+    "ngram_test_perplexity": "test perplexity of the interpolated Kneser-Ney trigram counted on the same training "
+                             "words (the count-based baseline)",
+    "ngram_val_perplexity": "the Kneser-Ney trigram's validation perplexity",
+    "test_improvement_over_ngram": "1 - test perplexity / the trigram's test perplexity (0.2: 20% lower)",
+    "grad_ratio": "||dL/dh_1|| / ||dL/dh_T||: how much of the gradient of the last step's loss reaches the first "
+                  "hidden state (1: none lost; 1e-10: vanished)",
+    "train_minutes": "wall time of training, evaluations included",
 }
 
 

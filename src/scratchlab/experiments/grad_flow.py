@@ -92,7 +92,7 @@ class GradFlowConfig:
     overrides: tuple[str, ...] = ()  # extra `key=value` overrides for every run, e.g. probe_size=64
 
 
-@sweep_experiment("grad-flow", GradFlowConfig, seeds=1,
+@sweep_experiment("grad-flow", GradFlowConfig,
                   help="Gradient flow (course Q1.7): ||dL/dh_t|| over t for rnn/lstm/gru on length-100 palindromes, "
                        "init and trained, over seeds",
                   quick={"seeds": 2, "steps": 20, "hidden": 16, "length": 30,
