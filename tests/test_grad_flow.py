@@ -25,7 +25,7 @@ def test_norms_match_torch_nn(ours, theirs):
     x, y = _batch()
     got, want = hidden_grad_norms(mine, head, x, y), hidden_grad_norms(ref, head, x, y)
     assert got.shape == (9,) and np.all(want > 0)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)  # float64
 
 
 def test_rnn_norms_match_bptt_by_hand():
@@ -49,7 +49,7 @@ def test_rnn_norms_match_bptt_by_hand():
     for t in range(steps - 2, -1, -1):
         g = (g * (1 - hs[t + 1] ** 2)) @ p["weight_hh_l0"]
         norms.append(np.linalg.norm(g, axis=1).mean())
-    np.testing.assert_allclose(hidden_grad_norms(layer, head, x, y), norms[::-1], rtol=1e-4)
+    np.testing.assert_allclose(hidden_grad_norms(layer, head, x, y), norms[::-1], rtol=1e-9)
 
 
 def test_plan_summary_has_the_ratios(tmp_path):

@@ -20,6 +20,7 @@ with the log-scale figure of the norms against t (the mean over seeds and the ba
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 
@@ -36,9 +37,13 @@ from scratchlab.run.config import NonNegativeInt, PositiveInt
 from scratchlab.train import checkpoint
 
 
-def hidden_grad_norms(layer: torch.nn.Module, head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+def hidden_grad_norms(layer: torch.nn.Module, head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      dtype: torch.dtype = torch.float64) -> np.ndarray:
     """||dL/dh_t|| for t = 1..L (T,): the mean over the N sequences of x (N, L, D), L the cross-entropy of
-    head(h_L) against y (N,). Any one-layer batch_first recurrent layer with torch.nn's API (ours or torch.nn's)."""
+    head(h_L) against y (N,). Any one-layer batch_first recurrent layer with torch.nn's API (ours or torch.nn's).
+    Computed on copies in `dtype`: float64 by default, since a plain RNN's gradient 100 steps back is far below
+    float32's smallest number (1e-45) and would read as 0."""
+    layer, head, x = copy.deepcopy(layer).to(dtype), copy.deepcopy(head).to(dtype), x.to(dtype)
     state, hs = None, []
     for t in range(x.shape[1]):
         _, state = layer(x[:, t:t + 1], state)  # state: h (1, N, H), or (h, c) for an LSTM
