@@ -53,10 +53,10 @@ def test_rnn_norms_match_bptt_by_hand():
 
 
 def test_plan_summary_has_the_ratios(tmp_path):
-    run, s = run_experiment("grad-flow", {"models": ("rnn", "lstm"), "length": 12, "steps": 10}, quick=True,
+    run, s = run_experiment("grad-flow", {"models": ("lstm",), "length": 12, "steps": 10}, quick=True,
                             out=tmp_path / "gf", progress=False, executor="serial")
-    assert s["failed"] == 0 and s["runs"] == 4
-    for m in ("rnn", "lstm"):
+    assert s["failed"] == 0 and s["runs"] == 2
+    for m in ("lstm",):
         for when in ("init", "trained"):
             v = s[f"grad_ratio_{m}_{when}"]
             assert v > 0 and s[f"grad_log10_ratio_{m}_{when}"] == pytest.approx(np.log10(
