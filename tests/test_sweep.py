@@ -211,9 +211,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_sweep_killed_alone_stops_its_workers_and_they_save(tmp_path):
-    """SIGTERM to the sweep's process only (`kill PID`, a scheduler): its pool worker stops at a step boundary and
-    saves instead of training on as an orphan (it did: minutes, writing into the folder --resume wants)."""
-    args = ["sweep", "palindrome", "--seeds", "1", "--executor", "local", "--workers", "1", "--set", "model=rnn",
+    """SIGTERM to the sweep's process only (`kill PID`, a scheduler): its pool worker stops at a step boundary,
+    saves and ends, instead of training on as an orphan through the runs queued for it (it did: minutes, writing
+    into the folders --resume wants)."""
+    args = ["sweep", "palindrome", "--seeds", "3", "--executor", "local", "--workers", "1", "--set", "model=rnn",
             "--set", "length=60", "--set", "steps=100000", "--set", "eval_every=50", "--no-progress", "--out", "s"]
     log = open(tmp_path / "stderr.txt", "w+")  # a file, not a pipe: a pipe stays open while any worker lives
     sweep = subprocess.Popen([sys.executable, "-m", "scratchlab", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -232,6 +233,7 @@ def test_a_sweep_killed_alone_stops_its_workers_and_they_save(tmp_path):
         time.sleep(0.1)
     assert not any(map(_alive, workers)), "a worker outlived its sweep"
     assert (tmp_path / "s/default/seed0/last.pt").exists(), "the worker saved where it stopped"
+    assert not (tmp_path / "s/default/seed1").exists(), "and took none of the runs queued for it"
 
 
 def test_local_pool_gives_the_serial_numbers():

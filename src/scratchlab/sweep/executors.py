@@ -58,16 +58,21 @@ def plan_workers(n_jobs: int, workers: int = 0) -> tuple[int, int]:
     return n, max(1, budget() // n)
 
 
-_BUSY = []  # in a worker: non-empty while a run is in progress
+_WORKER: dict[str, Any] = {"parent": None, "busy": False}  # in a worker: the sweep's pid, and whether a run is on
+
+
+def _orphaned() -> bool:
+    return _WORKER["parent"] is not None and os.getppid() != _WORKER["parent"]
 
 
 def _stop_with_parent() -> None:
     """Linux: a worker stops when the sweep's process ends, however it ends (`kill PID`, a scheduler's kill, kill
     -9), instead of training on as an orphan into a folder the next `--resume` will want (measured: a sweep's main
-    process killed with SIGTERM left its worker running for minutes, and idle ones waiting forever on the task
-    queue, whose write end each worker holds itself). The kernel sends the worker SIGTERM when its parent dies, so
-    a run in progress stops at its step boundary and saves, as a run alone does; a watcher thread then ends the
-    process once that run has returned."""
+    process killed with SIGTERM left its worker running for minutes, taking the runs already queued for it, and
+    idle ones waiting forever on the task queue, whose write end each worker holds itself). The kernel sends the
+    worker SIGTERM when its parent dies, so a run in progress stops at its step boundary and saves, as a run alone
+    does; the worker then ends instead of taking another run (`_run_in_worker`), and an idle one is ended by a
+    watcher thread."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -75,14 +80,12 @@ def _stop_with_parent() -> None:
     import threading
     import time
 
-    parent = os.getppid()
+    _WORKER["parent"] = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not _orphaned() or _WORKER["busy"]:
             time.sleep(0.5)
-        while _BUSY:  # the run got the SIGTERM and is saving its last step
-            time.sleep(0.1)
         os._exit(1)
 
     threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
@@ -96,11 +99,15 @@ def _start_worker(threads: int) -> None:
 def _run_in_worker(job: Any) -> dict[str, Any]:
     from scratchlab.sweep.engine import run_job
 
-    _BUSY.append(job)
+    if _orphaned():  # a run queued for this worker before the sweep ended: nobody wants its result
+        os._exit(1)
+    _WORKER["busy"] = True
     try:
         return run_job(job)
     finally:
-        _BUSY.clear()
+        _WORKER["busy"] = False
+        if _orphaned():
+            os._exit(1)
 
 
 def set_threads(threads: int) -> None:
