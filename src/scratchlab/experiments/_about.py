@@ -78,7 +78,8 @@ ABOUT: dict[str, About] = {
     "gan": About(
         "One generative adversarial network (Goodfellow et al. 2014) of MLPs on Fashion-MNIST, judged by an "
         "evaluation classifier: do its samples look like data (Frechet distance) and cover every class?",
-        ("frechet", "kl_uniform", "classes_covered"), doc="docs/gan.md"),
+        ("frechet", "kl_uniform", "classes_covered"), doc="docs/gan.md",
+        expected="vanilla, 3000 rounds, 5 seeds: Frechet 11.6 +- 0.8, KL to uniform 0.11 +- 0.10 (floor 0.30)."),
     "cgan": About(
         "A conditional GAN (Mirza & Osindero 2014): the label goes into G and D, so one can ask for a class; "
         "the evaluation classifier checks the generated images are of the class asked for.",
@@ -98,7 +99,9 @@ ABOUT: dict[str, About] = {
                  "told apart); mse 128 +- 2, 2 classes."),
     "wgan-clip-sweep": About("The WGAN paper's weight clipping c over four orders of magnitude (Arjovsky et al. "
                              "2017): too large a c gives no Lipschitz bound, too small a critic that is nearly "
-                             "constant.", doc="docs/gan.md"),
+                             "constant.", doc="docs/gan.md",
+                             expected="5 seeds, Frechet: c = 0.1 16.6 +- 1.7, 0.01 10.0 +- 0.9, 0.001 7.4 +- 0.3, "
+                                      "0.0001 87.3 +- 1.0 with 6-7 classes covered."),
     "gan-d-g-ratio": About("Discriminator updates per generator update, 1:1 against 5:2, for the same number of "
                            "generator updates.", doc="docs/gan.md"),
     "cyclegan-digits": About(
