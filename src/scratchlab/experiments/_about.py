@@ -79,7 +79,7 @@ ABOUT: dict[str, About] = {
         "One generative adversarial network (Goodfellow et al. 2014) of MLPs on Fashion-MNIST, judged by an "
         "evaluation classifier: do its samples look like data (Frechet distance) and cover every class?",
         ("frechet", "kl_uniform", "classes_covered"), doc="docs/gan.md",
-        expected="vanilla, 3000 rounds, 5 seeds: Frechet 11.6 +- 0.8, KL to uniform 0.11 +- 0.10 (floor 0.30)."),
+        expected="vanilla, 3000 rounds, 5 seeds: Frechet 11.6 +- 0.8 (floor 0.30), KL to uniform 0.11 +- 0.10."),
     "cgan": About(
         "A conditional GAN (Mirza & Osindero 2014): the label goes into G and D, so one can ask for a class; "
         "the evaluation classifier checks the generated images are of the class asked for.",
