@@ -51,6 +51,7 @@ class GANConfig:
     conditional: bool = False  # G and D see the class label (a cGAN)
     projection: bool = False  # conditional D: the label as y^T V phi(x) (Miyato & Koyama 2018)
     spectral_norm: bool = False  # D's weights divided by their largest singular value (Miyato et al. 2018)
+    pack: PositiveInt = 1  # PacGAN: D judges packs of this many samples (batch_size packs per update); 1: plain D
     unroll: NonNegativeInt = 0  # k: G trains against D advanced k steps (0: D itself)
     unroll_grad: bool = False  # unrolled D's steps differentiable, G's gradient through them (second order)
     ema: Rate = 0.0             # > 0: sample and judge a moving average of G's weights with this decay
@@ -102,9 +103,11 @@ def make_judge(cfg: GANConfig, ctx: Context) -> Judge:
 
 
 def net_config(cfg: GANConfig, data: torch.Tensor, n_classes: int) -> NetConfig:
+    if cfg.pack > 1 and cfg.loss == "mse":
+        raise ValueError("pack > 1 with loss=mse: the MSE generator has no discriminator to pack samples for")
     return NetConfig(latent=cfg.latent, channels=data.shape[1], image_size=data.shape[-1],
                      n_classes=n_classes if cfg.conditional else 0, projection=cfg.projection,
-                     spectral_norm=cfg.spectral_norm)
+                     spectral_norm=cfg.spectral_norm, pack=cfg.pack)
 
 
 def fixed_grid_inputs(G: Generator, n: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -226,7 +229,8 @@ QUICK = {"steps": 30, "n_train": 2000, "eval_every": 15, "eval_samples": 200, "n
 @experiment("gan", GANConfig, help="one GAN (loss=vanilla|lsgan|wgan|mse, unroll=K, conditional) judged by a "
             "classifier: label KL, classes covered, Frechet distance", quick=QUICK, parallel=True, batch="batch_size")
 def gan(cfg: GANConfig, ctx: Context) -> dict[str, Any]:
-    return train_gan(cfg, ctx, name=f"gan ({cfg.loss}{', unroll ' + str(cfg.unroll) if cfg.unroll else ''})")
+    extra = (f", unroll {cfg.unroll}" if cfg.unroll else "") + (f", pack {cfg.pack}" if cfg.pack > 1 else "")
+    return train_gan(cfg, ctx, name=f"gan ({cfg.loss}{extra})")
 
 
 hook("gan", "sample")(sample)

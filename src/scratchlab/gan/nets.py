@@ -16,6 +16,15 @@ the log-ratio form of a conditional discriminator when p(y | x) is log-linear in
 With `spectral_norm` every weight matrix of D (and V) is divided by its largest singular value, estimated by one
 power iteration per training forward (Miyato et al. 2018, torch.nn.utils.parametrizations.spectral_norm): D is
 then 1-Lipschitz in each layer.
+
+Packing (PacGAN, Lin et al. 2018), `pack` = M: D judges M samples at once, all real or all generated. Its input
+is M flattened samples (each with its one-hot label when conditional) concatenated, (N, F) -> (N / M, M F), so
+rows 0..M-1 form the first pack, M..2M-1 the second, and so on; D returns N / M scores. A generator that puts
+all its mass on a few modes is easy to spot from M samples (they keep coinciding) even when each one alone looks
+real. M = 1 is the usual discriminator, parameter for parameter.
+
+`output`: "tanh" bounds G's samples to [-1, 1] (images); "linear" leaves them unbounded (2-D mixtures whose
+modes lie at +-4).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ class NetConfig:
     slope: float = 0.2  # LeakyReLU negative slope
     projection: bool = False  # conditional D: label as y^T V phi(x) at the end, not concatenated to x
     spectral_norm: bool = False  # D's weights (and V) divided by their spectral norm
+    pack: int = 1  # PacGAN: D sees `pack` samples concatenated and returns one score per pack
+    output: str = "tanh"  # G's last activation: "tanh" (images in [-1, 1]) or "linear" (unbounded points)
 
 
 def mlp(sizes: Sequence[int], *, slope: float = 0.2, batchnorm: bool = False) -> list[nn.Module]:
@@ -66,9 +77,11 @@ class Generator(nn.Module):
         n_out = cfg.channels * cfg.image_size**2
         # The first layer has no BatchNorm (as in the course's generator): normalising straight after the
         # latent only rescales z.
+        if cfg.output not in ("tanh", "linear"):
+            raise ValueError(f"output: expected 'tanh' or 'linear', got {cfg.output!r}")
         self.net = nn.Sequential(*mlp([n_in, cfg.g_hidden[0]], slope=cfg.slope),
                                  *mlp(cfg.g_hidden, slope=cfg.slope, batchnorm=True),
-                                 nn.Linear(cfg.g_hidden[-1], n_out), nn.Tanh())
+                                 nn.Linear(cfg.g_hidden[-1], n_out), *([nn.Tanh()] if cfg.output == "tanh" else []))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.n_classes:
@@ -85,13 +98,18 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """x (N, C, H, W), y (N,) or None -> raw scores (N,)."""
+    """x (N, C, H, W), y (N,) or None -> raw scores (N / pack,)."""
 
     def __init__(self, cfg: NetConfig, n_out: int = 1):
         super().__init__()
         self.cfg = cfg
         self.project = bool(cfg.n_classes and cfg.projection)
-        n_in = cfg.channels * cfg.image_size**2 + (0 if self.project else cfg.n_classes)
+        if cfg.pack < 1:
+            raise ValueError(f"pack: expected at least 1 sample per pack, got {cfg.pack}")
+        if self.project and cfg.pack > 1:
+            raise ValueError("pack > 1 with the projection discriminator: a pack has M labels and the projection "
+                             "y^T V phi(x) one; use projection=false (labels concatenated to each sample) to pack")
+        n_in = cfg.pack * (cfg.channels * cfg.image_size**2 + (0 if self.project else cfg.n_classes))
         self.body = nn.Sequential(*mlp([n_in, *cfg.d_hidden], slope=cfg.slope))
         self.head = nn.Linear(cfg.d_hidden[-1], n_out)
         if self.project:
@@ -112,5 +130,9 @@ class Discriminator(nn.Module):
                 phi = self.body(h)  # (N, F)
                 return self.head(phi).squeeze(1) + (self.embed(y) * phi).sum(1)  # psi(phi) + <V_y, phi>
             h = torch.cat([h, one_hot(y, self.cfg.n_classes)], dim=1)
-        out = self.head(self.body(h))  # (N, n_out)
+        if self.cfg.pack > 1:
+            if len(h) % self.cfg.pack:
+                raise ValueError(f"pack {self.cfg.pack}: a batch of {len(h)} samples does not split into packs")
+            h = h.reshape(len(h) // self.cfg.pack, -1)  # (N / M, M F): consecutive rows side by side
+        out = self.head(self.body(h))  # (N / M, n_out)
         return out.squeeze(1) if out.shape[1] == 1 else out

@@ -14,6 +14,10 @@ never touched by the unrolling. With `unroll_grad`, the copy's updates are diffe
 through them (the paper's second-order surrogate); without it the copy takes D's own optimiser steps (Adam state
 included) and G sees only the final parameters (first order, cheaper).
 
+PacGAN (`D.cfg.pack` = M > 1): `batch_size` counts packs, so every D and G update draws batch_size * M real and
+batch_size * M generated samples, and D scores batch_size packs of M (as PacGAN's code, whose streams hold M
+minibatches per step). With M = 1 the trainer draws and computes exactly what it did before packing existed.
+
 Conditional models (n_classes > 0) draw fake labels uniformly and pass them to G and D; real batches carry
 their labels. The MSE "GAN" has no D: G regresses its samples onto data batches.
 D:G ratios: 1:1 is d_steps = g_steps = 1; the 5:2 ratio is d_steps = 5, g_steps = 2; WGAN's n_critic = d_steps.
@@ -86,10 +90,13 @@ class GANTrainer:
                  labels: torch.Tensor | None = None, world: World | None = None):
         self.G, self.D, self.cfg, self.data, self.labels = G, D, cfg, data, labels
         self.world = world or World()
-        self.rows = self.world.shard(cfg.batch_size).rows  # this rank's rows of every batch
         self.loss = LOSSES[cfg.loss]
         if self.loss.discriminator and D is None:
             raise ValueError(f"loss {cfg.loss!r} needs a discriminator")
+        self.pack = D.cfg.pack if D is not None and self.loss.discriminator else 1  # samples per pack (PacGAN)
+        self.n = cfg.batch_size * self.pack  # samples drawn per batch: batch_size packs
+        packs = self.world.shard(cfg.batch_size).rows  # this rank's packs of every batch: whole packs per rank
+        self.rows = slice(packs.start * self.pack, packs.stop * self.pack)  # ... and their samples
         if G.cfg.n_classes and labels is None:
             raise ValueError("conditional generator: the trainer needs the data's labels")
         for net in (G, D):
@@ -128,18 +135,18 @@ class GANTrainer:
 
     # ------------------------------------------------------------------ batches
     def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = torch.randint(len(self.data), (self.cfg.batch_size,), device=self.data.device)[self.rows]
+        idx = torch.randint(len(self.data), (self.n,), device=self.data.device)[self.rows]
         return self.data[idx], None if self.labels is None else self.labels[idx]
 
     def fake_labels(self) -> torch.Tensor | None:
         k = self.G.cfg.n_classes
         if not k:
             return None
-        return torch.randint(k, (self.cfg.batch_size,), device=self.data.device)[self.rows]
+        return torch.randint(k, (self.n,), device=self.data.device)[self.rows]
 
     def fake_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         y = self.fake_labels()
-        return self.G(self.G.sample_latent(self.cfg.batch_size, like=self.data)[self.rows], y), y
+        return self.G(self.G.sample_latent(self.n, like=self.data)[self.rows], y), y
 
     # ------------------------------------------------------------------ updates
     def d_loss(self, D: Callable[..., torch.Tensor], detach: bool = True) -> tuple[torch.Tensor, torch.Tensor,
