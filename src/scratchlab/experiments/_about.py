@@ -104,6 +104,20 @@ ABOUT: dict[str, About] = {
                                       "0.0001 87.3 +- 1.0 with 6-7 classes covered."),
     "gan-d-g-ratio": About("Discriminator updates per generator update, 1:1 against 5:2, for the same number of "
                            "generator updates.", doc="docs/gan.md"),
+    "gan-mixture": About(
+        "One GAN (vanilla, LSGAN, WGAN, unrolled or PacGAN) on a 2-D mixture with known modes, the ring of 8 or "
+        "the 5x5 grid of 25 Gaussians of VEEGAN (Srivastava et al. 2017) and PacGAN (Lin et al. 2018), judged "
+        "on 2,500 samples as those papers judge it.",
+        ("modes", "high_quality", "reverse_kl"), doc="docs/gan.md"),
+    "gan-modes": About(
+        "Mode collapse measured as VEEGAN's and PacGAN's Table 1 measure it: vanilla, unrolled (k = 5), WGAN, "
+        "PacGAN2, PacGAN4 and LSGAN GANs on the 2-D ring and grid, modes covered, high-quality share and "
+        "reverse KL over seeds, next to the papers' numbers (PacGAN: GAN 6.3 ring / 17.3 grid modes, PacGAN2 "
+        "7.9 / 23.8).", doc="docs/gan.md"),
+    "cyclegan-d-classes": About(
+        "The MNIST <-> SVHN exercise's question: CycleGAN's discriminators as (K+1)-class classifiers (the 10 "
+        "digits plus fake) against 2-class real/fake ones; does a translated digit still keep its label?",
+        doc="docs/gan.md"),
     "cyclegan-digits": About(
         "CycleGAN (Zhu et al. 2017) between MNIST and house-number digits, with (K+1)-class discriminators as in "
         "the MNIST <-> SVHN exercise: does a translated digit keep its label, both ways?",
@@ -143,6 +157,12 @@ GLOSSARY: dict[str, str] = {
     "no_translation": "the same classifier on untranslated digits (only resized / recoloured): the baseline a "
                       "translation has to beat",
     "cycle_mse": "mean squared error of x -> G -> F back to x (cycle consistency), pixels in [-1, 1]",
+    "modes": "2-D mixtures: modes with at least min_count (default 1, PacGAN's code) high-quality samples",
+    "modes_20": "2-D mixtures: modes with at least 20 high-quality samples of the 2,500",
+    "n_modes": "modes of the mixture (8 for the ring, 25 for the grid)",
+    "high_quality": "2-D mixtures: fraction of samples within 3 std of their nearest mode",
+    "reverse_kl": "2-D mixtures: KL(model's mode histogram of high-quality samples || uniform) in nats; 0 is every "
+                  "mode equally often, log K one mode",
     "wall_seconds": "wall-clock time of the run",
     "bpc": "bits per character: the cross-entropy of the next character in bits (nats / ln 2); lower is better",
     "val_loss": "cross-entropy on the validation block, in nats per character (char-lm) or per word (word-lm)",
