@@ -67,6 +67,7 @@ def test_min_count_and_exhaustive_ring():
         assert X.judge(pts, ring)["high_quality"] == 1.0
 
 
+@pytest.mark.slow
 def test_gan_modes_quick_writes_the_contract(tmp_path):
     args = ["--quick", "--no-progress", "--set", "seeds=2", "--set", "base.steps=6", "--set", "base.eval_every=3",
             "--set", "variants=vanilla,pacgan2", "--set", "base.n_eval=200"]

@@ -114,6 +114,11 @@ ABOUT: dict[str, About] = {
         "PacGAN2, PacGAN4 and LSGAN GANs on the 2-D ring and grid, modes covered, high-quality share and "
         "reverse KL over seeds, next to the papers' numbers (PacGAN: GAN 6.3 ring / 17.3 grid modes, PacGAN2 "
         "7.9 / 23.8).", doc="docs/gan.md"),
+    "gan-stacked": About(
+        "Stacked MNIST (Metz et al. 2017; VEEGAN and PacGAN Table 2): three digits, one per colour channel, so "
+        "1000 modes; each channel of 26,000 samples labelled by a CNN judge; modes covered and KL to uniform with "
+        "the uniform floor beside it. MLP nets, where the papers use DCGANs.",
+        ("modes", "kl", "kl_floor"), doc="docs/gan.md"),
     "cyclegan-d-classes": About(
         "The MNIST <-> SVHN exercise's question: CycleGAN's discriminators as (K+1)-class classifiers (the 10 "
         "digits plus fake) against 2-class real/fake ones; does a translated digit still keep its label?",
@@ -160,6 +165,7 @@ GLOSSARY: dict[str, str] = {
     "modes": "2-D mixtures: modes with at least min_count (default 1, PacGAN's code) high-quality samples",
     "modes_20": "2-D mixtures: modes with at least 20 high-quality samples of the 2,500",
     "n_modes": "modes of the mixture (8 for the ring, 25 for the grid)",
+    "kl_floor": "stacked MNIST: the KL to uniform that a perfect generator shows on the same number of samples",
     "high_quality": "2-D mixtures: fraction of samples within 3 std of their nearest mode",
     "reverse_kl": "2-D mixtures: KL(model's mode histogram of high-quality samples || uniform) in nats; 0 is every "
                   "mode equally often, log K one mode",
