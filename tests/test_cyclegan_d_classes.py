@@ -26,10 +26,12 @@ def test_vanilla_adversary_is_a_two_class_softmax():
 def test_plan_has_the_three_games_on_one_budget():
     exp = get("cyclegan-d-classes")
     plan = exp.plan(build_config("cyclegan-d-classes", {}))
-    assert plan.experiment == "cyclegan-digits" and plan.seeds == 3 and plan.base == {"steps": 500}
+    assert plan.experiment == "cyclegan-digits" and plan.seeds == 3 and list(plan.variants) == ["k+1", "2-class"]
+    assert plan.base == {"steps": 400, "classifier_epochs": 4, "n_target_train": 5000, "eval_every": 200}
+    plan = exp.plan(build_config("cyclegan-d-classes", {"variants": ("k+1", "k+1-exercise", "2-class")}))
     cfgs = {v: build_config("cyclegan-digits", {**plan.base, **o}) for v, o in plan.variants.items()}
     assert cfgs["k+1"].model.loss == "labels" and cfgs["k+1"].d_warmup == 400 and cfgs["k+1"].model.class_weight == 1
     assert cfgs["k+1-exercise"].d_warmup == 0 and cfgs["k+1-exercise"].model.class_weight == 0
-    assert cfgs["2-class"].model.loss == "vanilla" and {c.steps for c in cfgs.values()} == {500}
+    assert cfgs["2-class"].model.loss == "vanilla" and {c.steps for c in cfgs.values()} == {400}
     with pytest.raises(ValueError, match="unknown variants"):
         exp.plan(build_config("cyclegan-d-classes", {"variants": ("k+2",)}))
