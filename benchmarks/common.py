@@ -91,7 +91,11 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
 
 def write_section(name: str, body: str, command: str | None = None) -> None:
     """Replace this benchmark's section of docs/benchmarks.md (created if missing)."""
-    command = command or "python " + " ".join(sys.argv)
+    if command is None:  # the script as the repository names it (benchmarks/x.py), not this machine's path
+        script = Path(sys.argv[0]).resolve()
+        here = Path(__file__).resolve().parent
+        name = f"benchmarks/{script.name}" if script.parent == here else sys.argv[0]
+        command = " ".join(["python", name, *sys.argv[1:]])
     stamp = time.strftime("%Y-%m-%d")
     section = (f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\nCommand: `{command}`; measured {stamp} on {machine()}.\n"
                f"<!-- END {name} -->")
