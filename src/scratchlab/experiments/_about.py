@@ -132,7 +132,9 @@ ABOUT: dict[str, About] = {
         "CycleGAN (Zhu et al. 2017) between MNIST and house-number digits, with (K+1)-class discriminators as in "
         "the MNIST <-> SVHN exercise: does a translated digit keep its label, both ways?",
         ("label_preservation_x2y", "label_preservation_y2x", "no_translation_x2y", "no_translation_y2x"),
-        doc="docs/results/cyclegan-digits.md"),
+        doc="docs/results/cyclegan-digits.md",
+        expected="3 seeds: label preservation MNIST -> synthdigits 0.906 +- 0.014, back 0.942 +- 0.001 (no "
+                 "translation: 0.66 and 0.17)."),
 }
 
 GLOSSARY: dict[str, str] = {
