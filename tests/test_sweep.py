@@ -209,7 +209,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the test reads processes from /proc")
 def test_a_sweep_killed_alone_stops_its_workers_and_they_save(tmp_path):
     """SIGTERM to the sweep's process only (`kill PID`, a scheduler): its pool worker stops at a step boundary,
     saves and ends, instead of training on as an orphan through the runs queued for it (it did: minutes, writing

@@ -66,27 +66,32 @@ def _orphaned() -> bool:
 
 
 def _stop_with_parent() -> None:
-    """Linux: a worker stops when the sweep's process ends, however it ends (`kill PID`, a scheduler's kill, kill
-    -9), instead of training on as an orphan into a folder the next `--resume` will want (measured: a sweep's main
+    """A worker stops when the sweep's process ends, however it ends (`kill PID`, a scheduler's kill, kill -9),
+    instead of training on as an orphan into a folder the next `--resume` will want (measured: a sweep's main
     process killed with SIGTERM left its worker running for minutes, taking the runs already queued for it, and
-    idle ones waiting forever on the task queue, whose write end each worker holds itself). The kernel sends the
-    worker SIGTERM when its parent dies, so a run in progress stops at its step boundary and saves, as a run alone
-    does; the worker then ends instead of taking another run (`_run_in_worker`), and an idle one is ended by a
-    watcher thread."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+    idle ones waiting forever on the task queue, whose write end each worker holds itself). A watcher thread polls
+    the parent: once the worker is orphaned, a run in progress gets one SIGTERM, so it stops at its step boundary
+    and saves, as a run alone does, and the worker then ends instead of taking another run (`_run_in_worker`); an
+    idle worker ends at once. Not PR_SET_PDEATHSIG: it fires when the parent *thread* ends, once per exiting thread
+    of a dying sweep, while getppid() still names the sweep (measured: the first signal stopped the run before its
+    parent looked gone, so the worker took a queued run; a second one cut a step short, before it saved)."""
     import signal
     import threading
     import time
 
     _WORKER["parent"] = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
     def watch() -> None:
-        while not _orphaned() or _WORKER["busy"]:
-            time.sleep(0.5)
-        os._exit(1)
+        told = False
+        while True:
+            time.sleep(0.2)
+            if not _orphaned():
+                continue
+            if not _WORKER["busy"]:
+                os._exit(1)
+            if not told:
+                os.kill(os.getpid(), signal.SIGTERM)
+                told = True
 
     threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
