@@ -120,6 +120,9 @@ def autocast_run(module, x):
 @pytest.mark.parametrize("impl", ["fast", "reference"])
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
 def test_autocast_bfloat16_matches_torch(name, impl):
+    if name == "LSTM" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("torch.nn.LSTM under bf16 autocast runs oneDNN's bf16 kernel, which this CPU lacks (no AVX512-BF16 "
+                    "or AMX): torch raises, so there is no reference here")
     torch.manual_seed(0)
     kw = {"num_layers": 2, "bidirectional": True, "batch_first": True}
     theirs = getattr(torch.nn, name)(8, 16, **kw)
