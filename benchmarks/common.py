@@ -50,8 +50,7 @@ def compare(ours: Callable[[], object], ref: Callable[[], object], *, repeats: i
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
-def cpu() -> str:
-    """The CPU's model name and widest vector ISA, e.g. 'AMD EPYC (x86_64, AVX-512)': numbers differ between CPUs."""
+def _cpuinfo() -> tuple[str, set[str]]:
     name, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -62,8 +61,27 @@ def cpu() -> str:
                 flags = set(value.split())
     except OSError:
         pass
-    isa = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "NEON" if "asimd" in flags
-           else "")
+    return name, flags
+
+
+def widest_isa() -> str:
+    """'AVX-512', 'AVX2', 'NEON' or '' (the CPU's, whatever torch is limited to)."""
+    flags = _cpuinfo()[1]
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "NEON" if "asimd" in flags else ""
+
+
+def section_suffix() -> str:
+    """A CPU-sensitive section's key suffix: '' on an AVX-512 CPU (the sections docs/benchmarks.md started with),
+    else '_<isa>cpu', so that a machine of another kind adds its own sections beside them instead of replacing
+    them."""
+    isa = widest_isa()
+    return "" if isa == "AVX-512" else f"_{(isa or 'other').lower().replace('-', '')}cpu"
+
+
+def cpu() -> str:
+    """The CPU's model name and widest vector ISA, e.g. 'AMD EPYC (x86_64, AVX-512)': numbers differ between CPUs."""
+    name = _cpuinfo()[0]
+    isa = widest_isa()
     forced = os.environ.get("ATEN_CPU_CAPABILITY")
     isa = f"{isa}, torch limited to {forced}" if forced else isa
     inner = ", ".join(x for x in (platform.machine(), isa) if x)
@@ -94,8 +112,8 @@ def write_section(name: str, body: str, command: str | None = None) -> None:
     if command is None:  # the script as the repository names it (benchmarks/x.py), not this machine's path
         script = Path(sys.argv[0]).resolve()
         here = Path(__file__).resolve().parent
-        name = f"benchmarks/{script.name}" if script.parent == here else sys.argv[0]
-        command = " ".join(["python", name, *sys.argv[1:]])
+        shown = f"benchmarks/{script.name}" if script.parent == here else sys.argv[0]
+        command = " ".join(["python", shown, *sys.argv[1:]])
     stamp = time.strftime("%Y-%m-%d")
     section = (f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\nCommand: `{command}`; measured {stamp} on {machine()}.\n"
                f"<!-- END {name} -->")

@@ -46,7 +46,7 @@ _run_forced_avx2()
 
 import torch  # noqa: E402
 
-from common import compare, markdown_table, write_section  # noqa: E402
+from common import compare, markdown_table, section_suffix, widest_isa, write_section  # noqa: E402
 from scratchlab import rnn  # noqa: E402
 from scratchlab.rnn import _cext, fast  # noqa: E402
 
@@ -170,8 +170,9 @@ def main() -> None:
                 print(" | ".join(rows[-1]), flush=True)
     ref = "cuDNN" if args.device == "cuda" else "torch.nn"
     mode = "" if (args.clock, args.threads) == ("cpu", 1) else f", {args.threads} threads, {args.clock} clock"
-    mode += ", forced AVX2" if args.isa == "avx2" else ""
     variant = _cext.describe()["isa"] if _cext.ops() else None
+    native = args.isa == "native" and args.device == "cpu" and section_suffix()  # not an AVX-512 CPU: own sections
+    mode += ", forced AVX2" if args.isa == "avx2" else f", an {widest_isa() or 'other'} CPU" if native else ""
     body = (f"## Recurrent layers, fast path vs {ref} ({args.device}{mode})\n\n"
             "Shapes (batch, length, input, hidden): a (128, 20, 10, 128), b (64, 400, 128, 128), "
             "c (64, 100, 256, 512); float32, input without gradient. Ratio = ours / torch, median of "
@@ -194,7 +195,7 @@ def main() -> None:
             if os.environ.get("MALLOC_MMAP_MAX_") == "0" else ""
         key = f"rnn_speed_{args.device}" + ("" if (args.clock, args.threads) == ("cpu", 1)
                                             else f"_{args.clock}_{args.threads}threads")
-        key += "_avx2" if args.isa == "avx2" else ""
+        key += "_avx2" if args.isa == "avx2" else section_suffix() if native else ""
         write_section(key, body, command=tuned + "python " + " ".join(sys.argv))
 
 
