@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from scratchlab.cli import main
 from scratchlab.run import plots
@@ -59,3 +60,64 @@ def test_same_seed_same_numbers_with_a_cold_or_a_warm_judge_cache():
     for s in (cold, warm):
         s.pop("wall_seconds")
     assert cold == warm
+
+
+def test_a_second_judge_changes_none_of_the_first_ones_numbers():
+    """The final samples judged again by the CNN: judge_cnn.* keys in the summary; the MLP judge's numbers are the
+    same with and without it (it runs under its own RNG), and its KL is the CNN's label histogram's, recomputed
+    here from the checkpoint's generator."""
+    from scratchlab.experiments.gan import load_generator
+    from scratchlab.gan import classifier as clf
+    from scratchlab.gan import metrics as M
+
+    assert main(["run", "gan", "--out", "two", *tiny()]) == 0
+    assert main(["run", "gan", "--out", "one", *tiny(), "--set", "second_judge=false"]) == 0
+    two, one = (json.loads(open(f"{d}/summary.json").read()) for d in ("two", "one"))
+    assert not any(k.startswith("judge_") for k in one)
+    for k, v in one.items():
+        if k not in ("wall_seconds", "config", "second_judge"):
+            assert two[k] == v, k
+    cnn, _ = clf.load_or_train("fashion-mnist", "cnn", epochs=1, n_train=500)
+    x = M.generate(load_generator("two"), 100, generator=torch.Generator().manual_seed(0))
+    p = np.bincount(clf.predict(cnn, x), minlength=10) / 100
+    kl = float(sum(q * np.log(q * 10) for q in p if q > 0))
+    assert two["judge_cnn.kl_uniform"] == pytest.approx(kl, abs=1e-6)
+    assert 0 < two["judge_cnn.classifier_test_accuracy"] <= 1 and two["judge_cnn.frechet"] > 0
+
+
+class _Stub(torch.nn.Module):
+    """A stand-in generator: `real` returns a training image of the asked class, else one constant image."""
+
+    def __init__(self, images=None, labels=None):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.cfg = type("cfg", (), {"latent": 4, "n_classes": 10})()
+        self.images, self.labels, self.used = images, labels, {}
+
+    def forward(self, z, y):
+        from scratchlab.gan import classifier as clf
+
+        if self.images is None:
+            return torch.zeros(len(z), 1, 28, 28)
+        rows = []
+        for c in y.tolist():  # the next unused training image of class c
+            k = self.used.get(c, 0)
+            self.used[c] = k + 1
+            rows.append(np.flatnonzero(self.labels == c)[k])
+        return clf.as_float_images(self.images[rows])
+
+
+def test_cas_gives_chance_for_a_constant_generator_and_the_baseline_for_real_images():
+    """CAS's known answers: a generator of one constant image teaches nothing (chance, 0.1 on 10 classes); one that
+    hands back real training images of the asked class does as well as the real-data baseline."""
+    from scratchlab.experiments.gan import CGANConfig, classification_accuracy_score, load_data
+    from scratchlab.train.loop import Context
+
+    cfg = CGANConfig(cas_samples=1000, classifier_epochs=3)
+    ctx = Context(run=None, device=torch.device("cpu"))
+    train = load_data("fashion-mnist", "train")
+    flat = classification_accuracy_score(cfg, ctx, _Stub())
+    real = classification_accuracy_score(cfg, ctx, _Stub(train.images, train.labels))
+    assert flat["cas"] <= 0.2 and flat["cas_samples"] == 1000
+    assert real["cas_real_baseline"] > 0.6
+    assert abs(real["cas"] - real["cas_real_baseline"]) < 0.06

@@ -83,7 +83,7 @@ ABOUT: dict[str, About] = {
     "cgan": About(
         "A conditional GAN (Mirza & Osindero 2014): the label goes into G and D, so one can ask for a class; "
         "the evaluation classifier checks the generated images are of the class asked for.",
-        ("label_accuracy", "frechet", "kl_uniform"), doc="docs/gan.md",
+        ("label_accuracy", "frechet", "kl_uniform", "cas", "cas_real_baseline"), doc="docs/gan.md",
         expected="5 seeds: label accuracy 0.961 +- 0.006, 95% interval [0.953, 0.969] (projection D); Frechet "
                  "1.42 against a floor of 0.30."),
     "gan-interpolate": About("Linear interpolation between two latent vectors of a trained GAN: a smooth path of "
@@ -164,6 +164,10 @@ GLOSSARY: dict[str, str] = {
     "classifier_test_accuracy": "the evaluation classifier's own accuracy on real test images: a ceiling for label "
                                 "accuracy",
     "d_updates": "discriminator (critic) updates", "g_updates": "generator updates",
+    "cas": "Classification Accuracy Score: real test accuracy of a classifier trained on generated labelled samples "
+           "only (compare with cas_real_baseline)",
+    "cas_real_baseline": "the same classifier trained on as many real training images: the CAS of the data itself",
+    "cas_samples": "generated samples (and real ones, for the baseline) the CAS classifiers are trained on",
     "label_preservation": "fraction of translated test digits that the target domain's classifier gives their "
                           "source label (x2y: MNIST to the target domain, y2x: back)",
     "no_translation": "the same classifier on untranslated digits (only resized / recoloured): the baseline a "
