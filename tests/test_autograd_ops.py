@@ -86,6 +86,27 @@ def test_matmul_broadcast_batch(): check(lambda a, b: a @ b, (2, 1, 3, 4), (3, 4
 def test_matmul_batch_times_matrix(): check(lambda a, b: a @ b, (2, 3, 4), (4, 5))
 
 
+# ---------------------------------------------------------------- the fused linear (F.linear), and its reference
+def _torch_linear(x, w, b=None): return torch.nn.functional.linear(x, w, b)
+def test_linear(): check(F.linear, (3, 4), (5, 4), (5,), torch_fn=_torch_linear)
+def test_linear_no_bias(): check(F.linear, (3, 4), (5, 4), torch_fn=_torch_linear)
+def test_linear_batched_input(): check(F.linear, (2, 3, 4), (5, 4), (5,), torch_fn=_torch_linear)
+def test_linear_vector_input(): check(F.linear, (4,), (5, 4), (5,), torch_fn=_torch_linear)
+
+
+def test_linear_equals_its_composite_reference():
+    """F.linear is x @ W.T + b as one node: the same values and gradients (float32, the engine's default)."""
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((6, 7)), rng.standard_normal((3, 7)), rng.standard_normal(3)
+    got, want = [[Tensor(a, requires_grad=True) for a in (x, w, b)] for _ in range(2)]
+    (F.linear(*got) ** 2).sum().backward()
+    ((want[0] @ want[1].T + want[2]) ** 2).sum().backward()
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.grad, r.grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"linear: input \(6, 7\), weight \(7, 3\)"):
+        F.linear(Tensor(x), Tensor(w.T.copy()))
+
+
 # ---------------------------------------------------------------- reductions
 def test_sum_all(): check(lambda a: a.sum(), (3, 4))
 def test_sum_axis(): check(lambda a: a.sum(axis=1), (3, 4), torch_fn=lambda a: a.sum(dim=1))

@@ -7,6 +7,12 @@ with a hand-written backward, because it is the hot end of every classifier and 
     dloss/dx_i = (softmax(x_i) - onehot(t_i)) / N
 
 Both subtract the row maximum first (logsumexp(x) = m + log sum exp(x - m)), so logits of +-1000 stay finite.
+
+`linear(x, W, b)` = x W^T + b is the other fused primitive (torch's addmm), for the same reason: every MLP layer
+is one, and as three primitives (transpose, matmul, add) its graph has three nodes and a transposed weight
+gradient to turn back. Its reference is that composite, `x @ W.T + b`, proven equal in tests:
+
+    dL/dx = G W,   dL/dW = G^T x,   dL/db = sum_rows G
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ import numpy as np
 
 from scratchlab.autograd.tensor import Tensor, concatenate, no_grad
 
-__all__ = ["concatenate", "cross_entropy", "log_softmax", "logsumexp", "no_grad", "relu", "sigmoid", "softmax",
-           "tanh"]
+__all__ = ["concatenate", "cross_entropy", "linear", "log_softmax", "logsumexp", "no_grad", "relu", "sigmoid",
+           "softmax", "tanh"]
 
 
 def relu(x: Tensor) -> Tensor:
@@ -46,6 +52,30 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     return log_softmax(x, axis=axis).exp()
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x (..., in) W^T + b with W (out, in), b (out,): torch's F.linear, one node of the graph."""
+    xd, wd = x.data, weight.data
+    if xd.shape[-1:] != wd.shape[1:] or (bias is not None and bias.shape != wd.shape[:1]):
+        raise ValueError(f"linear: input {xd.shape}, weight {wd.shape}, bias {None if bias is None else bias.shape}:"
+                         " expected (..., in), (out, in), (out,)")
+    y = xd @ wd.T
+    if bias is not None:
+        y += bias.data  # y is this op's own array
+    out = Tensor._make(y, (x, weight) if bias is None else (x, weight, bias), "linear")
+
+    def _backward(g):
+        g2, x2 = g.reshape(-1, g.shape[-1]), xd.reshape(-1, xd.shape[-1])
+        if weight.requires_grad:
+            weight._accumulate(g2.T @ x2, fresh=True)  # (out, in), C-contiguous like W
+        if bias is not None and bias.requires_grad:
+            bias._accumulate(g2.sum(axis=0), fresh=True)
+        if x.requires_grad:
+            x._accumulate(g @ wd, fresh=True)
+
+    out._backward = _backward
+    return out
 
 
 def cross_entropy(logits: Tensor, targets, reduction: str = "mean") -> Tensor:

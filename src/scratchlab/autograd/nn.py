@@ -104,8 +104,7 @@ class Linear(Module):
         self.bias = Tensor(uniform(-bound, bound, (out_features,)), requires_grad=True, dtype=dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x @ self.weight.T  # (N, in) @ (in, out) -> (N, out)
-        return y + self.bias if self.bias is not None else y
+        return F.linear(x, self.weight, self.bias)  # x W^T + b: (N, in) -> (N, out)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
