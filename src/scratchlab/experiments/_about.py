@@ -50,7 +50,9 @@ ABOUT: dict[str, About] = {
         "batch 64, RMSprop 2e-3), with the state carried across batches; it writes text greedily and at "
         "temperatures 0.5, 1.0 and 2.0. Jane Austen's novels offline, tiny-shakespeare (karpathy/char-rnn) by "
         "download; nanoGPT's character transformer reaches 1.47 nats/char on tiny-shakespeare on a GPU.",
-        ("val_bpc", "test_bpc", "val_loss", "train_minutes"), doc="docs/sequences.md"),
+        ("val_bpc", "test_bpc", "val_loss", "train_minutes"), doc="docs/sequences.md",
+        expected="tiny-shakespeare, 20 minutes of one core, 4 seeds: validation 1.488 +- 0.003 nats/char, 95% "
+                 "interval [1.482, 1.493] (<= 1.50 after 7.0 +- 0.9 minutes); test 1.638 +- 0.016."),
     "word-lm": About(
         "A word-level LSTM language model (embedding, two layers, dropout, tied embeddings; after Zaremba et al. "
         "2014, whose small model reaches test perplexity ~115.9 on Penn Treebank) against an interpolated "
