@@ -55,10 +55,13 @@ def test_tied_head_shares_the_embedding():
 def test_quick_run_gives_the_contract_keys(tmp_path):
     text = " ".join(np.random.default_rng(0).choice(["the cat sat .", "a dog ran far .", "the dog sat ."], 1500))
     (tmp_path / "t.txt").write_text(text)
-    run, s = run_experiment("word-lm", {"text_file": str(tmp_path / "t.txt"), "steps": 60, "lr": 1e-2}, quick=True,
+    run, s = run_experiment("word-lm", {"text_file": str(tmp_path / "t.txt"), "steps": 60, "lr": 2e-2}, quick=True,
                             out=tmp_path / "run", progress=False)
     for key in ("val_perplexity", "test_perplexity", "ngram_test_perplexity"):
         assert math.isfinite(s[key]) and s[key] >= 1
     # 7 words in 3 sentences drawn at random: only a sentence start is uncertain (uniform guessing: 8)
     assert s["ngram_test_perplexity"] < 1.6 and s["test_perplexity"] < 2.5
     assert (run / "perplexity.png").exists() and "contiguous blocks" in s["split"]
+    lrs = [r["lr"] for r in run.metrics("train")]  # the cosine schedule: the peak at step 0, half-way at 30, ~0 at 59
+    assert lrs[0] == 2e-2 and lrs[30] == pytest.approx(1e-2)
+    assert lrs[-1] == pytest.approx(2e-2 * (1 - math.cos(math.pi / 60)) / 2)

@@ -33,7 +33,7 @@ from scratchlab.data import registry
 from scratchlab.experiments import experiment
 from scratchlab.run import plots
 from scratchlab.run.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ProperFraction, Rate
-from scratchlab.train.loop import Values, fit
+from scratchlab.train.loop import Values, cosine, fit
 
 
 @dataclass
@@ -157,7 +157,7 @@ def mlp_numpy(cfg: MLPConfig, ctx) -> dict:
     def step_fn(step: int) -> dict[str, float]:
         idx = batch(step)
         xb, yb = x_tr[idx], y_tr[idx]
-        lr = cfg.lr * (0.5 * (1 + math.cos(math.pi * step / steps)) if cfg.schedule == "cosine" else 1.0)
+        lr = cfg.lr * (cosine(step, steps) if cfg.schedule == "cosine" else 1.0)
         out = {"lr": lr}
         if use_numpy:
             logits = model(Tensor(xb))

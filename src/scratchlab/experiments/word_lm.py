@@ -20,6 +20,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from scratchlab.experiments.char_lm import detach, missing_corpus, nats_per_char
 from scratchlab.run import plots
 from scratchlab.run.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Rate
 from scratchlab.train import checkpoint
-from scratchlab.train.loop import Values, fit
+from scratchlab.train.loop import Values, cosine, fit
 
 UNK, EOL = "<unk>", "<eol>"
 _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*|\d+|\n\s*\n|[^\w\s]")
@@ -60,9 +61,10 @@ class WordLMConfig:
     seq_length: PositiveInt = 35  # words per window: backpropagation through time stops at its edges
     batch: PositiveInt = 32  # contiguous rows of the training block read side by side
     optimizer: Optimizer = "adam"  # the update rule
-    lr: PositiveFloat = 2e-3  # learning rate
+    lr: PositiveFloat = 2e-3  # learning rate (the peak, with the cosine schedule)
+    schedule: Literal["constant", "cosine"] = "cosine"  # cosine: lr -> 0 at `steps` (set steps to the budget)
     clip: float = 1.0  # global gradient-norm clip; <= 0 turns it off
-    steps: PositiveInt = 8000  # step budget
+    steps: PositiveInt = 8000  # step budget (about 11 epochs of Austen's training words at batch 32 x 35)
     minutes: NonNegativeFloat = 0.0  # > 0: stop at the first evaluation after this much wall time of training
     eval_every: PositiveInt = 500  # steps between evaluations on the validation block
     eval_words: NonNegativeInt = 20000  # words of the validation block scored at each evaluation; 0: all
@@ -120,6 +122,9 @@ def word_lm(cfg: WordLMConfig, ctx) -> dict:
     def step(i: int) -> dict[str, float]:
         w = i % n_windows
         x, y = window(data, w, cfg.seq_length)
+        lr = cfg.lr * (cosine(i, cfg.steps) if cfg.schedule == "cosine" else 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr
         logits, state = model(x, None if w == 0 else carry.state)
         loss = F.cross_entropy(logits.reshape(-1, len(vocab)), y.reshape(-1))
         norm = clipped_step(loss, model, opt, cfg.clip)
@@ -127,7 +132,7 @@ def word_lm(cfg: WordLMConfig, ctx) -> dict:
         now = time.perf_counter()
         carry.seconds += now - clock["last"]
         clock["last"] = now
-        return {"loss": loss.item(), "grad_norm": norm}
+        return {"loss": loss.item(), "grad_norm": norm, "lr": lr}
 
     def evaluate(i: int) -> dict[str, float]:
         loss = nats_per_char(model, val[:cfg.eval_words] if cfg.eval_words else val, min_row=500)

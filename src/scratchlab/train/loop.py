@@ -113,6 +113,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cosine(step: int, steps: int) -> float:
+    """The cosine schedule's factor on the peak learning rate: 1 at step 0, 0 at `steps` (Loshchilov & Hutter 2017,
+    without restarts). A function of the step alone, so a resumed run goes on with the same rates."""
+    return 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr)  # noqa: T201
 
