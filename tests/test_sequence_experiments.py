@@ -54,7 +54,7 @@ def test_palindrome_sweep_quick_runs_each_setting_in_its_own_directory():
     run, s = run_quick("palindrome-sweep", "models=(rnn,gru)", "seeds=2",
                        files=("config.json", "metrics.jsonl", "summary.json"))
     assert s["runs"] == 8 and s["failed"] == 0 and s["seeds"] == 2
-    assert [v["name"] for v in s["variants"]] == ["rnn-T8", "gru-T8", "rnn-T5", "gru-T5"]  # longest first
+    assert [v["name"] for v in s["variants"]] == ["rnn-T5", "gru-T5", "rnn-T8", "gru-T8"]  # the table by length
     for v in s["variants"]:
         m, t = v["name"].split("-T")
         values = []
@@ -102,3 +102,15 @@ def test_gate_bias_opens_the_memory_gate_only():
             assert torch.equal(torch.cat([lstm.state_dict()[k][:4], lstm.state_dict()[k][8:]]), keep)
     with pytest.raises(ValueError, match="gated model"):
         RecurrentNet("rnn", 3, 4, 2, gate_bias=1.0)
+
+
+def test_palindrome_sweep_starts_the_longest_runs_first(tmp_path):
+    from scratchlab.experiments import EXPERIMENTS, load_all
+    from scratchlab.experiments.palindrome_sweep import SweepConfig, plan
+    from scratchlab.sweep.engine import expand
+    load_all()
+    assert "palindrome-sweep" in EXPERIMENTS
+    jobs = expand(plan(SweepConfig(lengths=(5, 12, 8), models=("rnn", "gru"), seeds=2)), tmp_path, seed=0,
+                  quick=True, device="cpu")
+    assert [(j.variant, j.seed) for j in jobs][::2] == [("rnn-T12", 0), ("gru-T12", 0), ("rnn-T8", 0),
+                                                         ("gru-T8", 0), ("rnn-T5", 0), ("gru-T5", 0)]

@@ -47,13 +47,15 @@ class Experiment:
 class Plan:
     """The runs of a multi-run experiment: `experiment` with `base` overrides, then each variant's, each variant
     over `seeds` seeds (the run's seed, seed + 1, ...). `metrics`: the summary fields its table and figure lead
-    with (default: every numeric field)."""
+    with (default: every numeric field). The table lists the variants in `variants`' order; `run_order` (variant
+    names) may start their jobs in another, e.g. the slowest first in a process pool."""
 
     experiment: str
     variants: dict[str, dict[str, Any]]
     seeds: int = 1
     base: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ()
+    run_order: tuple[str, ...] = ()
 
 
 EXPERIMENTS: dict[str, Experiment] = {}

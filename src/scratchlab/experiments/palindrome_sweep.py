@@ -56,10 +56,11 @@ def largest_length(lengths: list[int], means: list[float], threshold: float) -> 
                   help="Palindromes: test accuracy vs length T for rnn/lstm/gru over seeds, runs in a process pool",
                   quick={"lengths": (5, 8), "seeds": 2, "steps": 60})
 def plan(cfg: SweepConfig) -> Plan:
-    """Longest first, so the slowest runs start first in the pool."""
-    return Plan("palindrome", {variant(m, t): {"model": m, "length": t, **overrides(cfg, m)}
-                               for t in sorted(cfg.lengths, reverse=True) for m in cfg.models},
-                seeds=cfg.seeds, metrics=("test_accuracy", "steps", "converged"))
+    """The table by length; the jobs longest first, so the slowest runs start first in the pool."""
+    variants = {variant(m, t): {"model": m, "length": t, **overrides(cfg, m)}
+                for t in sorted(cfg.lengths) for m in cfg.models}
+    return Plan("palindrome", variants, seeds=cfg.seeds, metrics=("test_accuracy", "steps", "converged"),
+                run_order=tuple(variant(m, t) for t in sorted(cfg.lengths, reverse=True) for m in cfg.models))
 
 
 @hook("palindrome-sweep", "finish")

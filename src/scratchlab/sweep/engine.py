@@ -205,12 +205,16 @@ def grid_plan(experiment: str, grid: dict[str, list[Any]], seeds: int, base: dic
 
 
 def expand(plan: Plan, out: Path, *, seed: int, quick: bool, device: str) -> list[Job]:
-    """The plan's jobs in order (variant by variant, seeds in order); every config is built first, so a bad
-    override fails before anything runs."""
+    """The plan's jobs in order (variant by variant in `plan.run_order` if given, else the table's order, seeds in
+    order); every config is built first, so a bad override fails before anything runs."""
     if plan.seeds < 1:
         raise ValueError(f"seeds: expected at least 1, got {plan.seeds}")
+    order = plan.run_order or tuple(plan.variants)
+    if sorted(order) != sorted(plan.variants):
+        raise ValueError(f"run_order: expected the variants {sorted(plan.variants)}, got {sorted(order)}")
     jobs = []
-    for name, overrides in plan.variants.items():
+    for name in order:
+        overrides = plan.variants[name]
         merged = {**plan.base, **overrides}
         build_config(plan.experiment, merged, quick)
         for k in range(plan.seeds):
