@@ -57,7 +57,9 @@ ABOUT: dict[str, About] = {
         "A word-level LSTM language model (embedding, two layers, dropout, tied embeddings; after Zaremba et al. "
         "2014, whose small model reaches test perplexity ~115.9 on Penn Treebank) against an interpolated "
         "Kneser-Ney trigram counted on the same training words.",
-        ("test_perplexity", "ngram_test_perplexity", "test_improvement_over_ngram"), doc="docs/sequences.md"),
+        ("test_perplexity", "ngram_test_perplexity", "test_improvement_over_ngram"), doc="docs/sequences.md",
+        expected="Austen, 3,200 steps (4.5 passes), 3 seeds: test perplexity 106.1 +- 1.2, 95% interval [103.2, "
+                 "109.0], against the Kneser-Ney trigram's 114.4: 7.3% below it (the 20% asked needs more passes)."),
     "grad-flow": About(
         f"The question of {UVA} (2019, Q1.7): the gradient ||dL/dh_t|| of the loss on the last step of a "
         "length-100 palindrome with respect to every hidden state, for an RNN, an LSTM and a GRU, at "
