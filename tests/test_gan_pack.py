@@ -1,10 +1,13 @@
 """PacGAN packing: a packed D is an unpacked D on samples placed side by side; pack=1 is the GAN as it was."""
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
 from scratchlab.experiments.gan import GANConfig, net_config
-from scratchlab.gan.nets import Discriminator, Generator, NetConfig
+from scratchlab.gan.nets import DCDiscriminator, DCGenerator, Discriminator, Generator, NetConfig, build
 from scratchlab.gan.trainer import GANTrainer, TrainerConfig
 
 # sum of G's and D's parameters after 3 rounds of each setting below, computed by the code before packing
@@ -77,3 +80,41 @@ def test_gan_config_pack_reaches_d_and_mse_refuses_it():
     assert net_config(GANConfig(pack=2), data, 10).pack == 2
     with pytest.raises(ValueError, match="no discriminator"):
         net_config(GANConfig(pack=2, loss="mse"), data, 10)
+
+
+def test_packed_dcgan_d_is_a_d_of_images_stacked_on_the_channels():
+    torch.manual_seed(3)
+    net = NetConfig(channels=3, image_size=8, arch="dcgan", conv_width=4)
+    packed = DCDiscriminator(dataclasses.replace(net, pack=2))
+    wide = DCDiscriminator(dataclasses.replace(net, channels=6))  # 2 images of 3 channels as one of 6
+    wide.load_state_dict(packed.state_dict())
+    x = torch.randn(6, 3, 8, 8)
+    stacked = torch.stack([torch.cat([x[2 * k], x[2 * k + 1]]) for k in range(3)])  # (3, 6, 8, 8)
+    torch.testing.assert_close(packed(x), wide(stacked), rtol=0, atol=0)
+    assert packed(x).shape == (3,)
+    with pytest.raises(ValueError, match="does not split into packs"):
+        packed(x[:5])
+
+
+def test_dcgan_shapes_and_what_it_refuses():
+    G, D = build(NetConfig(latent=5, channels=3, image_size=12, arch="dcgan", conv_width=4))
+    x = G(G.sample_latent(4))
+    assert isinstance(G, DCGenerator) and x.shape == (4, 3, 12, 12) and x.abs().max() <= 1
+    assert D(x).shape == (4,)
+    x.sum().backward()  # G is differentiable end to end
+    assert all(p.grad is not None for p in G.parameters())
+    for bad, match in [({"n_classes": 10}, "unconditional"), ({"image_size": 10}, "multiple of 4"),
+                       ({"arch": "resnet"}, "arch: expected one of")]:
+        with pytest.raises(ValueError, match=match):
+            build(NetConfig(**{"arch": "dcgan", **bad}))
+
+
+def test_dcgan_trains_packed():
+    torch.manual_seed(0)
+    G, D = build(NetConfig(latent=4, channels=1, image_size=4, arch="dcgan", conv_width=2, pack=2))
+    t = GANTrainer(G, D, TrainerConfig(loss="vanilla", batch_size=3), torch.rand(20, 1, 4, 4) * 2 - 1)
+    before = [p.detach().clone() for p in G.parameters()]
+    for i in range(2):
+        out = t.step(i)
+    assert t.n == 6 and all(map(math.isfinite, out.values()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, G.parameters(), strict=True))

@@ -10,6 +10,8 @@ from torch import nn
 
 from scratchlab.cli import main
 from scratchlab.experiments import gan_stacked as S
+from scratchlab.experiments.gan import load_generator
+from scratchlab.gan.nets import DCGenerator, Generator
 
 
 class Oracle(nn.Module):
@@ -53,9 +55,14 @@ def test_uniform_floor_is_the_small_sample_kl():
 
 
 @pytest.mark.slow
-def test_quick_run(tmp_path):
-    assert main(["run", "gan-stacked", "--quick", "--no-progress", "--out", "s", "--set", "pack=2"]) == 0
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_quick_run(tmp_path, arch):
+    assert main(["run", "gan-stacked", "--quick", "--no-progress", "--out", "s", "--set", "pack=2",
+                 "--set", f"arch={arch}"]) == 0
     s = json.loads((tmp_path / "s/summary.json").read_text())
+    G = load_generator(tmp_path / "s")  # the trained generator, rebuilt from the checkpoint's net config
+    assert isinstance(G, DCGenerator if arch == "dcgan" else Generator)
+    assert G(G.sample_latent(2)).shape == (2, 3, 28, 28)
     assert 1 <= s["modes"] <= 600 and s["kl"] >= 0 and s["n_eval"] == 600 and s["g_updates"] == 10
     assert s["kl_floor"] > 0
     assert (tmp_path / "s/samples_end.png").exists() and (tmp_path / "s/data.png").exists()

@@ -27,7 +27,7 @@ from scratchlab.data import registry
 from scratchlab.experiments import Plan, experiment, hook, sweep_experiment
 from scratchlab.gan import classifier as clf
 from scratchlab.gan import metrics as M
-from scratchlab.gan.nets import Discriminator, Generator, NetConfig
+from scratchlab.gan.nets import ARCHS, Discriminator, Generator, NetConfig
 from scratchlab.gan.trainer import GANTrainer, TrainerConfig
 from scratchlab.run import config as C
 from scratchlab.run import plots
@@ -247,7 +247,8 @@ def load_generator(run_dir: Path) -> Generator:
     """The checkpoint's generator to sample: its moving average (`ema`) when it was trained with one."""
     payload = checkpoint.load(Path(run_dir) / "checkpoint.pt")
     net = payload["config"]["net"]
-    G = Generator(NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in net.items()}))
+    cfg = NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in net.items()})
+    G = ARCHS[cfg.arch][0](cfg)
     G.load_state_dict(payload.get("generator_ema", payload["generator"]))
     return G.eval()
 

@@ -10,8 +10,9 @@ digits labels each channel of a generated image; its mode is 100 d_1 + 10 d_2 + 
     kl_floor  the same KL for N draws of a perfect, uniform generator (seeded): with N = 26,000 about 0.02, the
               best any generator can show on this many samples
 
-The nets are the project's MLP G and D (gan/nets.py) on 3 x 28 x 28, where the papers use DCGANs; `pack` makes it
-a PacGAN. The digits are the 5,000 offline MNIST digits by default (`dataset=mnist` when downloaded).
+The nets are the project's MLP G and D (gan/nets.py) on 3 x 28 x 28 by default; `arch=dcgan` trains the
+two-stage DCGAN of gan/nets.py instead, the kind of net the papers use; `pack` makes either a PacGAN. The digits
+are the 5,000 offline MNIST digits by default (`dataset=mnist` when downloaded).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scratchlab.experiments import experiment
 from scratchlab.experiments.gan import GAN_DEFAULTS, WGAN_DEFAULTS, load_data
 from scratchlab.gan import classifier as clf
 from scratchlab.gan import metrics as M
-from scratchlab.gan.nets import Discriminator, Generator, NetConfig
+from scratchlab.gan.nets import NetConfig, build
 from scratchlab.gan.trainer import GANTrainer, TrainerConfig
 from scratchlab.run import plots
 from scratchlab.run.config import NonNegativeInt, PositiveInt
@@ -39,6 +40,8 @@ class StackedConfig:
     dataset: Literal["mnist-5k", "mnist"] = "mnist-5k"  # the digits stacked: 4000 offline train digits, or MNIST
     loss: Literal["vanilla", "lsgan", "wgan"] = "vanilla"  # the D and G losses (gan/losses.py)
     pack: PositiveInt = 1  # PacGAN: D judges packs of this many images; 1: the plain GAN
+    arch: Literal["mlp", "dcgan"] = "mlp"  # G and D: the project's MLPs, or the DCGAN (gan/nets.py)
+    conv_width: PositiveInt = 64  # dcgan: channels of G's last and D's first convolution
     unroll: NonNegativeInt = 0  # k: G trains against D advanced k steps (0: D itself)
     steps: PositiveInt = 5000  # rounds: d_steps discriminator updates + one generator update each
     batch_size: PositiveInt = 64  # packs per update
@@ -86,10 +89,11 @@ def gan_stacked(cfg: StackedConfig, ctx: Context) -> dict[str, Any]:
     train = load_data(cfg.dataset, "train")
     data, _ = stack(train.images, cfg.n_stacked, torch.Generator().manual_seed(ctx.seed))
     data = data.to(dev)
-    net = NetConfig(latent=cfg.latent, channels=3, image_size=28, pack=cfg.pack)
+    net = NetConfig(latent=cfg.latent, channels=3, image_size=28, pack=cfg.pack, arch=cfg.arch,
+                    conv_width=cfg.conv_width)
     base = WGAN_DEFAULTS if cfg.loss == "wgan" else GAN_DEFAULTS
     tcfg = TrainerConfig(loss=cfg.loss, batch_size=cfg.batch_size, unroll=cfg.unroll, **base)
-    G, D = Generator(net).to(dev), Discriminator(net).to(dev)
+    G, D = (m.to(dev) for m in build(net))
     trainer = GANTrainer(G, D, tcfg, data)
 
     def generated(n: int) -> torch.Tensor:

@@ -25,6 +25,17 @@ real. M = 1 is the usual discriminator, parameter for parameter.
 
 `output`: "tanh" bounds G's samples to [-1, 1] (images); "linear" leaves them unbounded (2-D mixtures whose
 modes lie at +-4).
+
+DCGAN (Radford et al. 2016), unconditional, for images whose side S is a multiple of 4, width c = `conv_width`:
+
+    G: z (N, latent) -> linear -> (2c, S/4, S/4) -> 4x4 transposed conv, stride 2 -> (c, S/2, S/2)
+       -> 4x4 transposed conv, stride 2 -> (C, S, S), tanh; BatchNorm + ReLU after the first two.
+    D: x (N, C, S, S) -> 4x4 conv, stride 2 -> (c, S/2, S/2) -> 4x4 conv, stride 2 -> (2c, S/4, S/4)
+       [BatchNorm] -> linear -> 1; LeakyReLU(0.2) after the convolutions.
+
+the two-stage MNIST DCGAN the unrolled-GAN, VEEGAN and PacGAN papers' stacked-MNIST experiments build on, sized to
+train on a CPU. Packed, its pack is the M images concatenated along the channels, (N, C, S, S) -> (N / M, M C, S, S)
+(PacGAN's DCGAN), consecutive rows into one pack as in the MLP. `build(cfg)` makes the pair `cfg.arch` names.
 """
 
 from __future__ import annotations
@@ -50,6 +61,8 @@ class NetConfig:
     spectral_norm: bool = False  # D's weights (and V) divided by their spectral norm
     pack: int = 1  # PacGAN: D sees `pack` samples concatenated and returns one score per pack
     output: str = "tanh"  # G's last activation: "tanh" (images in [-1, 1]) or "linear" (unbounded points)
+    arch: str = "mlp"  # "mlp" or "dcgan" (unconditional images only)
+    conv_width: int = 64  # dcgan: channels c of G's last and D's first convolution (2c at the coarse scale)
 
 
 def mlp(sizes: Sequence[int], *, slope: float = 0.2, batchnorm: bool = False) -> list[nn.Module]:
@@ -67,7 +80,16 @@ def one_hot(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     return F.one_hot(y, n_classes).to(torch.get_default_dtype())
 
 
-class Generator(nn.Module):
+class _Latent:
+    cfg: NetConfig
+
+    def sample_latent(self, n: int, *, like: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """(n, latent) standard normal, on the device of `like` (or of this module's parameters)."""
+        ref = like if like is not None else next(self.parameters())
+        return torch.randn(n, self.cfg.latent, device=ref.device, generator=generator)
+
+
+class Generator(_Latent, nn.Module):
     """z (N, latent), y (N,) int64 or None -> images (N, C, H, W) in [-1, 1]."""
 
     def __init__(self, cfg: NetConfig):
@@ -90,11 +112,6 @@ class Generator(nn.Module):
             z = torch.cat([z, one_hot(y, self.cfg.n_classes)], dim=1)  # (N, latent + K)
         c, s = self.cfg.channels, self.cfg.image_size
         return self.net(z).view(-1, c, s, s)
-
-    def sample_latent(self, n: int, *, like: torch.Tensor | None = None, generator=None) -> torch.Tensor:
-        """(n, latent) standard normal, on the device of `like` (or of this module's parameters)."""
-        ref = like if like is not None else next(self.parameters())
-        return torch.randn(n, self.cfg.latent, device=ref.device, generator=generator)
 
 
 class Discriminator(nn.Module):
@@ -136,3 +153,65 @@ class Discriminator(nn.Module):
             h = h.reshape(len(h) // self.cfg.pack, -1)  # (N / M, M F): consecutive rows side by side
         out = self.head(self.body(h))  # (N / M, n_out)
         return out.squeeze(1) if out.shape[1] == 1 else out
+
+
+def _check_dcgan(cfg: NetConfig) -> None:
+    if cfg.n_classes:
+        raise ValueError("arch=dcgan is unconditional: n_classes must be 0 (use arch=mlp for a conditional GAN)")
+    if cfg.image_size % 4:
+        raise ValueError(f"arch=dcgan halves the image twice: image_size must be a multiple of 4, got "
+                         f"{cfg.image_size}")
+    if cfg.pack < 1:
+        raise ValueError(f"pack: expected at least 1 sample per pack, got {cfg.pack}")
+
+
+class DCGenerator(_Latent, nn.Module):
+    """z (N, latent) -> images (N, C, S, S) in [-1, 1] through two stride-2 transposed convolutions."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        _check_dcgan(cfg)
+        self.cfg = cfg
+        c, q = cfg.conv_width, cfg.image_size // 4
+        self.project = nn.Sequential(nn.Linear(cfg.latent, 2 * c * q * q, bias=False), nn.BatchNorm1d(2 * c * q * q),
+                                     nn.ReLU())
+        self.net = nn.Sequential(nn.ConvTranspose2d(2 * c, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                 nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.cfg.image_size // 4
+        return self.net(self.project(z).view(len(z), -1, q, q))  # (N, 2c, S/4, S/4) -> (N, C, S, S)
+
+
+class DCDiscriminator(nn.Module):
+    """x (N, C, S, S) -> raw scores (N / pack,) through two stride-2 convolutions."""
+
+    def __init__(self, cfg: NetConfig, n_out: int = 1):
+        super().__init__()
+        _check_dcgan(cfg)
+        self.cfg = cfg
+        c, q = cfg.conv_width, cfg.image_size // 4
+        sn = nn.utils.parametrizations.spectral_norm if cfg.spectral_norm else (lambda m: m)
+        self.body = nn.Sequential(sn(nn.Conv2d(cfg.pack * cfg.channels, c, 4, 2, 1)), nn.LeakyReLU(cfg.slope),
+                                  sn(nn.Conv2d(c, 2 * c, 4, 2, 1)),
+                                  *([] if cfg.spectral_norm else [nn.BatchNorm2d(2 * c)]), nn.LeakyReLU(cfg.slope))
+        self.head = sn(nn.Linear(2 * c * q * q, n_out))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        m = self.cfg.pack
+        if len(x) % m:
+            raise ValueError(f"pack {m}: a batch of {len(x)} samples does not split into packs")
+        x = x.reshape(len(x) // m, m * x.shape[1], *x.shape[2:])  # (N / M, M C, S, S): a pack's images stacked
+        out = self.head(self.body(x).flatten(1))
+        return out.squeeze(1) if out.shape[1] == 1 else out
+
+
+ARCHS = {"mlp": (Generator, Discriminator), "dcgan": (DCGenerator, DCDiscriminator)}
+
+
+def build(cfg: NetConfig) -> tuple[nn.Module, nn.Module]:
+    """(G, D) of the architecture `cfg.arch` names."""
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"arch: expected one of {sorted(ARCHS)}, got {cfg.arch!r}")
+    G, D = ARCHS[cfg.arch]
+    return G(cfg), D(cfg)
