@@ -17,6 +17,11 @@ def test_quick_run_writes_measurements_grids_and_samples(tmp_path):
                 "classifier_y_test_accuracy", "no_translation_x2y", "no_translation_y2x"):
         assert 0 <= summary[key] <= 1, key
     assert summary["cycle_mse_x"] > 0 and summary["cycle_mse_y"] > 0
+    for way in ("x2y", "y2x"):  # the final confusion matrix restates the preservation; a relabelling explains more
+        conf = np.array(summary[f"confusion_{way}"])
+        assert conf.shape == (10, 10) and np.trace(conf) / conf.sum() == summary[f"label_preservation_{way}"]
+        assert sorted(summary[f"best_permutation_{way}"]) == list(range(10))
+        assert summary[f"label_preservation_{way}"] <= summary[f"permuted_preservation_{way}"] <= 1
     assert "SYNTHETIC" in summary["target_data"] and "mnist-5k" in summary["source_data"]
     for name in ("samples_x2y.png", "samples_y2x.png", "label_preservation.png", "cycle_error.png",
                  "checkpoint.pt", "classifiers.pt"):

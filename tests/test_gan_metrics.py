@@ -1,5 +1,6 @@
 """Metrics against independent references: scipy's sqrtm, the closed form for diagonal covariances, hand KL."""
 
+import itertools
 import math
 
 import numpy as np
@@ -62,3 +63,22 @@ def test_to_uint8_maps_the_tanh_range_onto_pixels():
     x = torch.tensor([-1.0, -0.5, 0.0, 1.0, 1.5]).view(1, 1, 1, 5)
     assert M.to_uint8(x).flatten().tolist() == [0, 64, 128, 255, 255]  # round((x + 1) * 127.5), clipped
     assert M.conditional_labels(12, 10).tolist() == list(range(10)) + [0, 1]
+
+
+def test_confusion_counts_and_the_best_permutation_against_every_permutation():
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 5):
+        true = rng.integers(k, size=200)
+        pred = np.where(rng.random(200) < 0.7, (3 * true + 1) % k, rng.integers(k, size=200))  # mostly a permutation
+        conf = M.confusion(true, pred, k)
+        assert conf.sum() == 200 and all(conf[i, j] == np.sum((true == i) & (pred == j))
+                                         for i in range(k) for j in range(k))
+        best = max(itertools.permutations(range(k)), key=lambda p: sum(conf[i, p[i]] for i in range(k)))
+        acc, pi = M.permuted_accuracy(conf)
+        assert acc == pytest.approx(sum(conf[i, best[i]] for i in range(k)) / 200)  # exhaustive enumeration
+        assert sum(conf[i, pi[i]] for i in range(k)) / 200 == pytest.approx(acc) and sorted(pi) == list(range(k))
+    # every 3 judged an 8 and back: plain accuracy 0, the permutation explains everything
+    acc, pi = M.permuted_accuracy(M.confusion([0, 1, 2, 2], [1, 2, 0, 0], 3))
+    assert acc == 1.0 and pi == [1, 2, 0]
+    with pytest.raises(ValueError, match="labels against"):
+        M.confusion([0, 1], [0], 2)

@@ -12,13 +12,18 @@ Measurement (every `eval_every` steps on `eval_n` test images per domain, at the
   no-translation baseline    the same classifiers on the other domain's images converted by hand (grey <-> RGB,
                              pad/crop): how much of the score the translation itself earns
   cycle error                MSE(F(G(x)), x) and MSE(G(F(y)), y) on [-1, 1] pixels
+  at the end only:
+  confusion X -> Y, Y -> X   counts of (source label, judged label of the translation), 10 x 10
+  permuted preservation      the share of translations the best one-to-one relabelling of the digits explains
+                             (gan.metrics.permuted_accuracy): near 1 with a low preservation means G maps each
+                             digit consistently onto another one (a permutation), near chance means it scrambles
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +31,7 @@ import torch
 from scratchlab.data import registry
 from scratchlab.experiments import experiment, hook
 from scratchlab.gan import classifier as clf
+from scratchlab.gan import metrics as M
 from scratchlab.gan.cyclegan import CycleConfig, CycleGAN, Domain, fit_size
 from scratchlab.run import config as C
 from scratchlab.run import plots
@@ -125,17 +131,27 @@ def rgb_to_grey(y: torch.Tensor) -> torch.Tensor:
     return fit_size(y.mean(1, keepdim=True), X_DOMAIN.size)
 
 
+N_CLASSES = 10  # digits in both domains
+
+
 def _translate_all(model: CycleGAN, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> dict[str, torch.Tensor]:
     parts = [model.translate(x[i:i + batch], y[i:i + batch]) for i in range(0, max(len(x), len(y)), batch)]
     return {k: torch.cat([p[k] for p in parts if k in p]) for k in ("fake_y", "rec_x", "fake_x", "rec_y")}
 
 
-def measure(model: CycleGAN, clf_x, clf_y, x, lx, y, ly) -> dict[str, float]:
-    """Label preservation both ways (classifier of the target domain vs source labels) and cycle MSEs."""
+def measure(model: CycleGAN, clf_x, clf_y, x, lx, y, ly, *, confusions: bool = False) -> dict[str, Any]:
+    """Label preservation both ways (classifier of the target domain vs source labels) and cycle MSEs; with
+    `confusions`, each way's confusion matrix (source label x judged label) and permuted accuracy (the share
+    the best one-to-one relabelling explains: high with a low preservation is a consistent permutation)."""
     t = _translate_all(model, x, y)
-    x2y = clf.evaluate(clf_y, t["fake_y"], lx.cpu())
-    y2x = clf.evaluate(clf_x, t["fake_x"], ly.cpu())
-    return {"label_preservation_x2y": x2y, "label_preservation_y2x": y2x, "label_preservation_min": min(x2y, y2x),
+    out: dict[str, Any] = {}
+    for way, judge, fake, labels in (("x2y", clf_y, t["fake_y"], lx), ("y2x", clf_x, t["fake_x"], ly)):
+        conf = M.confusion(labels.cpu().numpy(), clf.predict(judge, fake), N_CLASSES)
+        out[f"label_preservation_{way}"] = float(np.trace(conf) / conf.sum())
+        if confusions:
+            out[f"permuted_preservation_{way}"], out[f"best_permutation_{way}"] = M.permuted_accuracy(conf)
+            out[f"confusion_{way}"] = conf.tolist()
+    return {**out, "label_preservation_min": min(out["label_preservation_x2y"], out["label_preservation_y2x"]),
             "cycle_mse_x": torch.mean((t["rec_x"] - x) ** 2).item(),
             "cycle_mse_y": torch.mean((t["rec_y"] - y) ** 2).item()}
 
@@ -217,7 +233,7 @@ def cyclegan_digits(cfg: CycleDigitsConfig, ctx) -> dict:
         eval_every=cfg.eval_every, monitor="label_preservation_min", mode="max", desc="cyclegan",
         config=C.to_dict(cfg))
 
-    final = measure(model, clf_x, clf_y, xt, lxt, yt, lyt)
+    final = measure(model, clf_x, clf_y, xt, lxt, yt, lyt, confusions=True)
     baseline_x2y = clf.evaluate(clf_y, grey_to_rgb(xt), lxt.cpu())
     baseline_y2x = clf.evaluate(clf_x, rgb_to_grey(yt), lyt.cpu())
     sample_grids(model, xt, lxt, yt, lyt, ctx.run)

@@ -29,7 +29,8 @@ D_VARIANTS: dict[str, dict[str, Any]] = {
     "k+1-exercise": {"model.class_weight": 0.0, "d_warmup": 0},
     "2-class": {"model.loss": "vanilla"},
 }
-METRICS = ("label_preservation_x2y", "label_preservation_y2x", "cycle_mse_x", "cycle_mse_y")
+METRICS = ("label_preservation_x2y", "label_preservation_y2x", "permuted_preservation_x2y", "permuted_preservation_y2x",
+           "cycle_mse_x", "cycle_mse_y")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,6 +9,11 @@ Over generated samples with evaluation-classifier predictions (labels 0..K-1):
     Frechet distance  |mu_1 - mu_2|^2 + tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2))  between Gaussians fitted to the
                       classifier's penultimate features (Heusel et al. 2017, with our classifier for Inception)
     label accuracy  fraction of conditional samples the classifier assigns to the requested class
+    confusion       C[i, j] = #{source label i, judged label j}    (a translation's labels against its source's)
+    permuted accuracy  max over one-to-one relabellings pi of sum_i C[i, pi(i)] / N: how well ONE consistent
+                    permutation of the classes explains the translations (1 when every 3 becomes an 8 and so on;
+                    the plain accuracy sum_i C[i, i] / N is the identity's share); the assignment problem, solved
+                    exactly by scipy.optimize.linear_sum_assignment
 """
 
 from __future__ import annotations
@@ -27,6 +32,22 @@ def label_histogram(pred: np.ndarray, n_classes: int) -> np.ndarray:
     if pred.size == 0:
         raise ValueError("label_histogram: no predictions")
     return np.bincount(pred, minlength=n_classes)[:n_classes] / pred.size
+
+
+def confusion(true: Any, pred: Any, n_classes: int) -> np.ndarray:
+    """(K, K) int64 counts C[i, j] of samples with label i judged j."""
+    true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    if true.shape != pred.shape:
+        raise ValueError(f"confusion: {true.shape[0]} labels against {pred.shape[0]} predictions")
+    return np.bincount(true * n_classes + pred, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def permuted_accuracy(conf: np.ndarray) -> tuple[float, list[int]]:
+    """The share of samples the best one-to-one relabelling explains, and that relabelling (pi[i] = j)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(conf, maximize=True)
+    return float(conf[rows, cols].sum() / conf.sum()), [int(c) for c in cols[np.argsort(rows)]]
 
 
 def kl_to_uniform(hist: np.ndarray) -> float:
