@@ -9,6 +9,8 @@ digits labels each channel of a generated image; its mode is 100 d_1 + 10 d_2 + 
     kl      KL(mode histogram || uniform over 1000)      (gan.metrics.kl_to_uniform)
     kl_floor  the same KL for N draws of a perfect, uniform generator (seeded): with N = 26,000 about 0.02, the
               best any generator can show on this many samples
+    real_modes, real_kl  the same judge on N stacked triples of the digits' test split: what real data is credited
+              with through this judge (its errors move a triple to a neighbouring mode)
 
 The nets are the project's MLP G and D (gan/nets.py) on 3 x 28 x 28 by default; `arch=dcgan` trains the
 two-stage DCGAN of gan/nets.py instead, the kind of net the papers use; `pack` makes either a PacGAN. The digits
@@ -113,6 +115,9 @@ def gan_stacked(cfg: StackedConfig, ctx: Context) -> dict[str, Any]:
     plots.curves(run.metrics("eval"), ["modes"], run / "modes_curve.png", title="gan-stacked: modes covered",
                  ylabel="modes (of 1000)", caption=f"Digit triples with at least one of {cfg.eval_samples} "
                  f"samples during training (at most {min(1000, cfg.eval_samples)} on that many samples).")
+    test_digits = load_data(cfg.dataset, "test").images
+    real_ref = judge(model, stack(test_digits, cfg.n_eval, torch.Generator().manual_seed(0))[0])
     return {**final, "kl_floor": uniform_floor(cfg.n_eval), "n_eval": cfg.n_eval,
+            "real_modes": real_ref["modes"], "real_kl": real_ref["kl"],
             "classifier_test_accuracy": info.get("test_accuracy"), "steps": cfg.steps,
             "d_updates": trainer.d_updates, "g_updates": trainer.g_updates, "data": train.source}
