@@ -10,7 +10,7 @@ import torch
 
 from scratchlab import rnn
 from scratchlab.rnn import fast, ops
-from scratchlab.rnn._gemm import use_onednn
+from scratchlab.rnn._gemm import _addmm, sequence_linear, use_onednn
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 L, N, I, H = 6, 3, 4, 5
@@ -84,6 +84,20 @@ def test_float32_without_the_packed_kernel_equals_torch(kind, onednn, monkeypatc
     with torch.backends.mkldnn.flags(enabled=onednn):
         assert use_onednn(torch.zeros(1)) == onednn
         compare_direction(kind, torch.float32, reverse=True)
+
+
+@pytest.mark.skipif(not use_onednn(torch.zeros(1)), reason="oneDNN matmul not available in this torch build")
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_products_after_the_loop_on_either_library_equal_torch(kind, capability, monkeypatch):
+    """The weight gradients and dX after the step loops (hidden 5: no in-loop weight gradients) take oneDNN where
+    torch's CPU capability is AVX-512 and torch.mm elsewhere (_gemm.sequence_linear): both give torch.nn's."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    linear = sequence_linear(torch.zeros(1))
+    assert (linear is _addmm) == (capability == "AVX2")
+    a, w, b = torch.randn(7, 3), torch.randn(4, 3), torch.randn(4)
+    torch.testing.assert_close(linear(a, w, b), (a.double() @ w.double().t() + b.double()).float())
+    compare_direction(kind, torch.float32, reverse=True)
 
 
 @pytest.mark.parametrize("reverse", [False, True])

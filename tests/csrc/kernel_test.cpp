@@ -85,6 +85,37 @@ void step_products() {
   }
 }
 
+// rows_product (several tiles of rows, its loop order on AVX2 and NEON differs from one tile's) against the reference
+// tile by tile: plain with 1..kNV panels and the GRU's map, K past kKC in x and in h
+void rows_products() {
+  const int identity[4] = {0, 1, 2, 3}, gru_x[4] = {0, 1, 2, -1}, gru_h[4] = {0, 1, -1, 2};
+  for (int64_t rows : {1, 7, 13, 75}) {
+    for (const auto& [K, KH] : {std::pair<int64_t, int64_t>{300, 230}, {5, 24}, {0, 260}}) {
+      const auto a = random(rows * 301), ah = random(rows * 271), bias = random(4 * 20);
+      const auto p = random(4 * (K * 16 + 7) + 16), ph = random(4 * (KH * 16 + 3) + 16);
+      const Operand x{a.data(), 301, 1, p.data(), K * 16 + 7, 16, K};
+      const Operand h{ah.data(), 271, 1, ph.data(), KH * 16 + 3, 16, KH};
+      for (int nv = 0; nv <= kNV; ++nv) {                 // nv = 0: the GRU's mapped 4 panels
+        std::vector<float> got(rows * 64, -7.f), want(rows * 64, -7.f);
+#ifdef SCRATCHLAB_PACKED
+        if (nv) plain_rows(nv)(rows, x, h, bias.data(), 20, got.data());
+        else rows_product<Map<0, 1, 2, -1>, Map<0, 1, -1, 2>>(rows, x, h, bias.data(), 20, got.data());
+#endif
+        for (int64_t r = 0; r < rows; r += kMR) {
+          const Operand xr{x.a + r * 301, 301, 1, x.p, x.ps, 16, K}, hr{h.a + r * 271, 271, 1, h.p, h.ps, 16, KH};
+          tile_product_reference(static_cast<int>(std::min<int64_t>(kMR, rows - r)), nv ? nv : 4,
+                                 nv ? identity : gru_x, nv ? identity : gru_h, xr, hr, bias.data(), 20,
+                                 want.data() + r * 64);
+        }
+        mix(want.data(), want.size());
+#ifdef SCRATCHLAB_PACKED
+        same(got.data(), want.data(), got.size(), "rows_product", static_cast<int>(rows), nv, K + KH);
+#endif
+      }
+    }
+  }
+}
+
 // columns of a matrix (ra = 1, ka = row stride) against rows of dG, as the weight gradients read them
 void weight_gradients() {
   for (int64_t B : {1, 6, 13}) {
@@ -128,6 +159,7 @@ void pointwise() {
 
 int main() {
   step_products();
+  rows_products();
   weight_gradients();
   pointwise();
   if (failures) {

@@ -43,9 +43,23 @@ def gemms(x: Tensor) -> tuple[Callable, Callable]:
             return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), m)
         return linear, pack
 
-    def linear(a, w, b=None):
-        return torch.mm(a, w.t()) if b is None else torch.addmm(b, a, w.t())
-
     def pack(w, m):
         return w
-    return linear, pack
+    return _addmm, pack
+
+
+def _addmm(a: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """a w^T + b through torch.mm / torch.addmm (MKL on CPU, cuBLAS on CUDA)."""
+    return torch.mm(a, w.t()) if b is None else torch.addmm(b, a, w.t())
+
+
+def sequence_linear(x: Tensor) -> Callable:
+    """linear (as gemms') for the products over all steps at once after the step loops: the weight gradients
+    dG^T [X, H_prev] and dX = dG W_ih, thousands of rows by hundreds of columns. Which library is faster there
+    depends on the CPU, and the rule is fixed per machine (so a run's numbers do not depend on a timing): oneDNN
+    where torch's CPU capability is AVX-512 (Zen 5: dW 150 GFLOP/s against MKL's 95), torch.mm (MKL) everywhere
+    else (Zen 3, AVX2, one core, shape c's dW^T (768 x 6400 x 2048) and dX (6400 x 2048 x 256): 85-88 against
+    70-74 GFLOP/s and 77 against 64; docs/design.md, speed plan)."""
+    if use_onednn(x) and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return gemms(x)[0]
+    return _addmm

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from scratchlab.rnn import _cext
-from scratchlab.rnn._gemm import gemms, use_onednn
+from scratchlab.rnn._gemm import gemms, sequence_linear, use_onednn
 from scratchlab.rnn.steps import Steps
 
 Tensor = torch.Tensor
@@ -292,7 +292,7 @@ def lstm_backward(gout, dh_n, dc_n, x, batch_sizes, h0, c0, w_ih, w_hh, out, G, 
                                        x=x if need[3] or need[4] else None, out=out, h0=h0)
     wants = (need[0], dwt is None and need[3], dwt is None and need[4], need[5], need[6])
     prev = steps.previous_pairs(out, h0, dG) if wants[2] else []
-    dx, *dw = _grads(gemms(x)[0], dG, dG, x, prev, _perm(w_ih, _TO_OIFG), wants, db)
+    dx, *dw = _grads(sequence_linear(x), dG, dG, x, prev, _perm(w_ih, _TO_OIFG), wants, db)
     if dwt is not None:                                      # the weight gradients came with the steps
         dw[0:2] = _weight_grads(dwt, x.shape[1], need[3], need[4], x.dtype)
     dw = [_perm(v, _FROM_OIFG) for v in dw]
@@ -391,7 +391,7 @@ def gru_backward(gout, dh_n, x, batch_sizes, h0, w_ih, w_hh, out, G, HN, reverse
     wants = (need[0], dwt is None and need[2], dwt is None and need[3], db is None and need[4],
              db is None and need[5])
     prev = steps.previous_pairs(out, h0, dGh) if wants[2] else []
-    dx, *dw = _grads(gemms(x)[0], dGx, dGh, x, prev, w_ih, wants)
+    dx, *dw = _grads(sequence_linear(x), dGx, dGh, x, prev, w_ih, wants)
     if dwt is not None:                                      # the weight gradients came with the steps
         dw[0:2] = _weight_grads(dwt, x.shape[1], need[2], need[3], x.dtype)
     if db is not None:
@@ -470,7 +470,7 @@ def rnn_backward(gout, dh_n, x, batch_sizes, h0, w_ih, w_hh, out, relu, reverse,
                                  x=x if need[2] or need[3] else None)
     wants = (need[0], dwt is None and need[2], dwt is None and need[3], need[4], need[5])
     prev = steps.previous_pairs(out, h0, dP) if wants[2] else []
-    dx, *dw = _grads(gemms(x)[0], dP, dP, x, prev, w_ih, wants, db)
+    dx, *dw = _grads(sequence_linear(x), dP, dP, x, prev, w_ih, wants, db)
     if dwt is not None:                                      # the weight gradients came with the steps
         dw[0:2] = _weight_grads(dwt, x.shape[1], need[2], need[3], x.dtype)
     return [dx, dh0 if need[1] else None, *dw]

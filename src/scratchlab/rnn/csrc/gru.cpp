@@ -56,10 +56,9 @@ void forward_cells(const float* y, int64_t rows, int64_t units, const float* hp,
 template <bool Keep>
 void forward_step(const float* x, int64_t I, const float* wx, const float* bias, const float* h, const float* wh,
                   float* h1, float* g, float* hn, int64_t B, int64_t H) {
-  static const auto& gru_tiles = tiles<GruX, GruH>();
   const int64_t Hp = (H + 15) / 16 * 16;
-  gated_step(x, I, wx, h, wh, B, H, [&](int64_t mr, const Operand& xo, const Operand& ho, int64_t u, float* out) {
-    gru_tiles[mr - 1](xo, ho, bias ? bias + u : nullptr, Hp, out);
+  gated_step(x, I, wx, h, wh, B, H, [&](int64_t rows, const Operand& xo, const Operand& ho, int64_t u, float* out) {
+    rows_product<GruX, GruH>(rows, xo, ho, bias ? bias + u : nullptr, Hp, out);
   }, [&](int64_t r, int64_t mr, int64_t u, int64_t units, const float* out) {
     const int64_t s = r * H + u;
     forward_cells<Keep>(out, mr, units, h + s, h1 + s, Keep ? g + r * 3 * H + u : nullptr, Keep ? hn + s : nullptr,

@@ -322,6 +322,65 @@ inline const std::array<TileFn, kMR>& tiles() {
   return table;
 }
 
+// One panel of a tile with its partial sums resumable (rows_product's pieces): tile_groups of a single panel.
+using PanelFn = void (*)(const Operand&, const Operand&, const float*, int64_t, float*, bool);
+template <int... MR>
+constexpr std::array<PanelFn, sizeof...(MR)> panel_row(std::integer_sequence<int, MR...>) {
+  return {&tile_groups<MR + 1, 1, Identity<1>, Identity<1>>...};
+}
+
+// o from its row r on (a K = 0 operand stays as it is).
+inline Operand at_row(const Operand& o, int64_t r) {
+  return o.K ? Operand{o.a + r * o.ra, o.ra, o.ka, o.p, o.ps, o.pk, o.K} : o;
+}
+
+// o's panel f alone (f < 0: no operand).
+inline Operand panel(const Operand& o, int f) {
+  return f < 0 || !o.K ? Operand{nullptr, 0, 0, nullptr, 0, 0, 0} : Operand{o.a, o.ra, o.ka, o.p + f * o.ps, o.ps, o.pk, o.K};
+}
+
+// out (rows, row stride 64) <- the tile products of `rows` rows (tiles of kMR from x's and y's row 0 on), mapped as
+// tile_product's: tile_product_reference's values for any rows. Where a tile's panels take several register groups
+// (kNG < NV: AVX2, NEON) the loops run k-block, then panel, then row tile, so that one k-block of one weight panel
+// (kKC x 16 floats, 16 KB) stays in L1 for all the row tiles instead of being read from L2 again by each (the left
+// operand's 6-row blocks, a quarter of the bytes, come from L2 instead); with kNG >= NV (AVX-512) each tile is one
+// pass with every panel in registers. Callers keep `rows` to a few dozen (out, rows x 256 bytes, stays in L1).
+template <typename XM, typename YM>
+inline void rows_product(int64_t rows, const Operand& x, const Operand& y, const float* bias, int64_t bs, float* out) {
+  constexpr int NV = XM::size;
+  if constexpr (kNG >= NV) {
+    for (int64_t r = 0; r < rows; r += kMR) {
+      tiles<XM, YM>()[std::min<int64_t>(kMR, rows - r) - 1](at_row(x, r), at_row(y, r), bias, bs, out + r * 64);
+    }
+  } else {
+    static const auto table = panel_row(std::make_integer_sequence<int, kMR>{});
+    const int64_t K = x.K + y.K;
+    for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kKC) {
+      const Operand xs = slice(x, k0, k0 + kKC), ys = slice(y, k0 - x.K, k0 + kKC - x.K);
+      for (int j = 0; j < NV; ++j) {
+        const Operand xj = panel(xs, XM::from[j]), yj = panel(ys, YM::from[j]);
+        const float* bj = bias ? bias + j * bs : nullptr;
+        for (int64_t r = 0; r < rows; r += kMR) {
+          table[std::min<int64_t>(kMR, rows - r) - 1](at_row(xj, r), at_row(yj, r), bj, 0, out + r * 64 + j * 16,
+                                                       k0 > 0);
+        }
+      }
+    }
+  }
+}
+
+// Rows per rows_product call: kMR where each tile is one pass (kNG >= 4), else 12 tiles (72 rows: out is 18 KB).
+constexpr int64_t kRowBlock = kNG >= 4 ? kMR : 12 * kMR;
+
+using RowsFn = void (*)(int64_t, const Operand&, const Operand&, const float*, int64_t, float*);
+
+// plain_rows(nv): the plain rows_product of nv panels (1..kNV).
+inline RowsFn plain_rows(int64_t nv) {
+  static const std::array<RowsFn, kNV> table = {&rows_product<Identity<1>, Identity<1>>, &rows_product<Identity<2>, Identity<2>>,
+                                                &rows_product<Identity<3>, Identity<3>>, &rows_product<Identity<4>, Identity<4>>};
+  return table[nv - 1];
+}
+
 template <int NV, int... MR>
 constexpr std::array<TileFn, sizeof...(MR)> tile_row(std::integer_sequence<int, MR...>) {
   return {&tile_plain<MR + 1, NV>...};

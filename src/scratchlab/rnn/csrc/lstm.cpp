@@ -112,8 +112,9 @@ template <bool Keep>
 void packed_forward_step(const float* x, int64_t I, const float* wx, const float* bias, float* g, const float* h,
                          const float* wh, const float* c0, float* c1, float* tc, float* h1, int64_t B, int64_t H) {
   const int64_t Hp = (H + 15) / 16 * 16;
-  gated_step(x, I, wx, h, wh, B, H, [&](int64_t mr, const Operand& xo, const Operand& ho, int64_t u, float* out) {
-    tile(mr, 4)(xo, ho, bias ? bias + u : nullptr, Hp, out);   // the o, i, f, g panels of units u..u+15
+  gated_step(x, I, wx, h, wh, B, H, [&](int64_t rows, const Operand& xo, const Operand& ho, int64_t u, float* out) {
+    // the o, i, f, g panels of units u..u+15
+    rows_product<Identity<4>, Identity<4>>(rows, xo, ho, bias ? bias + u : nullptr, Hp, out);
   }, [&](int64_t r, int64_t mr, int64_t u, int64_t units, const float* out) {
     const int64_t s = r * H + u;
     forward_block<float, Keep, false>(Keep ? g + r * 4 * H + u : nullptr, out, 64, 16, c0 + s, c1 + s, tc + s, h1 + s,

@@ -29,23 +29,26 @@ using at::Tensor;
 #ifdef SCRATCHLAB_PACKED
 // One step of a gated cell (LSTM, GRU) over tiles of kMR rows by one group of 16 hidden units: x (B, I) = x_t,
 // h (B, H) = h_{t-1}, wx, wh = pack_gates of W_ih, W_hh (gate blocks padded to Hp = groups * 16 rows, so a group's
-// gate panels lie `groups` panels apart). `product(mr, xo, ho, u, out)` fills the tile out (mr rows, row stride 64)
-// from the two operands; `cells(r, mr, u, units, out)` finishes its cells (units = the group's unpadded count).
-// Threads take groups: a group's cells depend on nothing else of the step.
+// gate panels lie `groups` panels apart). `product(rows, xo, ho, u, out)` fills out (rows, row stride 64; rows up to
+// kRowBlock, a rows_product) from the two operands; `cells(r, mr, u, units, out)` finishes the cells of each tile
+// of kMR rows from row r (units = the group's unpadded count). Threads take groups: a group's cells depend on
+// nothing else of the step.
 template <typename Product, typename Cells>
 void gated_step(const float* x, int64_t I, const float* wx, const float* h, const float* wh, int64_t B, int64_t H,
                 Product product, Cells cells) {
   const int64_t groups = (H + 15) / 16;
   at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) float out[kMR * 64];
+    alignas(64) float out[kRowBlock * 64];
     for (int64_t u = begin * 16; u < end * 16; u += 16) {
       const int64_t units = std::min<int64_t>(16, H - u);
-      for (int64_t r = 0; r < B; r += kMR) {
-        const int64_t mr = std::min<int64_t>(kMR, B - r);
-        const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, groups * I * 16, 16, I};
-        const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, groups * H * 16, 16, H};
-        product(mr, xo, ho, u, out);
-        cells(r, mr, u, units, static_cast<const float*>(out));
+      for (int64_t r0 = 0; r0 < B; r0 += kRowBlock) {
+        const int64_t rows = std::min<int64_t>(kRowBlock, B - r0);
+        const Operand xo{x + r0 * I, I, 1, wx + (u / 16) * I * 16, groups * I * 16, 16, I};
+        const Operand ho{h + r0 * H, H, 1, wh + (u / 16) * H * 16, groups * H * 16, 16, H};
+        product(rows, xo, ho, u, out);
+        for (int64_t r = r0; r < r0 + rows; r += kMR) {
+          cells(r, std::min<int64_t>(kMR, B - r), u, units, static_cast<const float*>(out + (r - r0) * 64));
+        }
       }
     }
   });
@@ -53,21 +56,23 @@ void gated_step(const float* x, int64_t I, const float* wx, const float* h, cons
 
 // a (M, K) w^T with w = pack16 of an (N, K) matrix (N padded with zero rows to a multiple of 16), tile by tile:
 // `fin(r, mr, u, cols, tile)` takes each (mr rows of `cols` columns from row r, column u; row stride 64);
-// `pre(r, mr, u, cols)` runs before each tile's product (to prefetch what fin will read: the product hides the
+// `pre(r, mr, u, cols)` runs before each tile's product (its block of kRowBlock rows, a rows_product) (to prefetch what fin will read: the product hides the
 // memory latency). Threads take column panels of 16 kNV, so pre and fin must only touch their tile's columns.
 template <typename Pre, typename Fin>
 void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_t N, Pre pre, Fin fin) {
   const int64_t panel = 16 * kNV;
   at::parallel_for(0, (N + panel - 1) / panel, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) float out[kMR * 64];
+    alignas(64) float out[kRowBlock * 64];
     const Operand none{nullptr, 0, 0, nullptr, 0, 0, 0};
     for (int64_t u = begin * panel; u < std::min(N, end * panel); u += panel) {
       const int64_t nv = std::min<int64_t>(kNV, (N - u + 15) / 16), cols = std::min<int64_t>(16 * nv, N - u);
-      for (int64_t r = 0; r < M; r += kMR) {
-        const int64_t mr = std::min<int64_t>(kMR, M - r);
-        pre(r, mr, u, cols);
-        tile(mr, nv)(Operand{a + r * K, K, 1, w + (u / 16) * K * 16, K * 16, 16, K}, none, nullptr, 0, out);
-        fin(r, mr, u, cols, static_cast<const float*>(out));
+      for (int64_t r0 = 0; r0 < M; r0 += kRowBlock) {
+        const int64_t rows = std::min<int64_t>(kRowBlock, M - r0);
+        for (int64_t r = r0; r < r0 + rows; r += kMR) pre(r, std::min<int64_t>(kMR, M - r), u, cols);
+        plain_rows(nv)(rows, Operand{a + r0 * K, K, 1, w + (u / 16) * K * 16, K * 16, 16, K}, none, nullptr, 0, out);
+        for (int64_t r = r0; r < r0 + rows; r += kMR) {
+          fin(r, std::min<int64_t>(kMR, M - r), u, cols, static_cast<const float*>(out + (r - r0) * 64));
+        }
       }
     }
   });

@@ -70,15 +70,15 @@ void forward_step(const float* x, int64_t I, const float* wx, const float* bias,
                   float* h1, int64_t B, int64_t H) {
   const int64_t panel = 16 * kNV;
   at::parallel_for(0, (H + panel - 1) / panel, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) float out[kMR * 64];
+    alignas(64) float out[kRowBlock * 64];
     for (int64_t u = begin * panel; u < std::min(H, end * panel); u += panel) {
       const int64_t nv = std::min<int64_t>(kNV, (H - u + 15) / 16), cols = std::min(panel, H - u);
-      for (int64_t r = 0; r < B; r += kMR) {
-        const int64_t mr = std::min<int64_t>(kMR, B - r);
-        const Operand xo{x + r * I, I, 1, wx + (u / 16) * I * 16, I * 16, 16, I};
-        const Operand ho{h + r * H, H, 1, wh + (u / 16) * H * 16, H * 16, 16, H};
-        tile(mr, nv)(xo, ho, bias ? bias + u : nullptr, 16, out);
-        activate<Relu>(out, mr, cols, h1 + r * H + u, H);
+      for (int64_t r0 = 0; r0 < B; r0 += kRowBlock) {
+        const int64_t rows = std::min<int64_t>(kRowBlock, B - r0);
+        const Operand xo{x + r0 * I, I, 1, wx + (u / 16) * I * 16, I * 16, 16, I};
+        const Operand ho{h + r0 * H, H, 1, wh + (u / 16) * H * 16, H * 16, 16, H};
+        plain_rows(nv)(rows, xo, ho, bias ? bias + u : nullptr, 16, out);
+        activate<Relu>(out, rows, cols, h1 + r0 * H + u, H);
       }
     }
   });
