@@ -6,9 +6,11 @@ no gradient, as when it comes from data) and forward only under torch.no_grad().
 (load_state_dict) and input and are timed in alternation after a warm-up; the ratio is the median of per-pair
 ratios (common.compare).
 
-Also printed: the fraction of the machine's matmul peak each side reaches (FLOPs of the layer's matrix products /
-time / peak; the peak is the best product timed here, through torch.mm and through oneDNN, which are very
-different on AMD processors, see docs/design.md), and the bytes each side saves for backward (saved_tensors_hooks).
+Also printed: the fraction of the machine's peak each side reaches (FLOPs of the layer's matrix products / time /
+peak; the peak is the best of the FMA peak, kernel.h's `fma_peak_loop`: a register tile's accumulators updated
+with register operands only, on every thread, and the products timed here through torch.mm and through oneDNN,
+which are very different on AMD processors, see docs/design.md), and the bytes each side saves for backward
+(saved_tensors_hooks).
 
 Default clock: this process's CPU time with 1 thread, because the machine is shared (load averages near 12 on 2
 cores make wall-clock ratios swing 0.3-5x); `--clock wall --threads 2` on a quiet machine measures what a user with
@@ -71,7 +73,9 @@ def matmul_peak(clock, device: str) -> dict[str, float]:
     """GFLOP/s of float32 products: torch.mm (MKL on CPU) at 2048^3, and oneDNN's matmul (CPU only), the best of a
     few shapes with the weight in oneDNN's packed layout (1024^3, 4096x512x512, 1024x256x1024: 235-245 GFLOP/s on
     one Zen 5 core, against 222-230 for a plain 2048^3), so that the "% peak" columns are against the best this
-    core was seen to do rather than one product that falls short of it."""
+    core was seen to do rather than one product that falls short of it; and, where the compiled kernels have a
+    vector variant, the FMA peak (`fma_peak`, CPU only: on an AVX2 Zen 3 core the packed tile ran 84-87 GFLOP/s
+    against 68-75 for the best library product, so the library products alone are not the peak)."""
     n = 2048
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     kernels = {"torch.mm": [(lambda: torch.mm(a, b), 2 * n ** 3)]}
@@ -83,6 +87,10 @@ def matmul_peak(clock, device: str) -> dict[str, float]:
             onednn.append((lambda x=x, w=w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""),
                            2 * m * k * o))
         kernels["oneDNN"] = onednn
+    ops = _cext.ops() if device == "cpu" else None
+    if ops is not None and ops.packed_available():
+        rounds = 20_000_000
+        kernels["FMA peak"] = [(lambda: ops.fma_peak(rounds), ops.fma_peak(rounds))]
     peak = {}
     for label, runs in kernels.items():
         for fn, flops in runs:
@@ -145,7 +153,7 @@ def main() -> None:
     cases = CASES[:1] if args.quick else CASES
     repeats = 3 if args.quick else args.repeats
     peak = matmul_peak(clock, args.device)
-    print("matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()), flush=True)
+    print("peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()), flush=True)
     top = max(peak.values())
     rows = []
     for name in args.layers:
@@ -178,7 +186,7 @@ def main() -> None:
             "c (64, 100, 256, 512); float32, input without gradient. Ratio = ours / torch, median of "
             f"{repeats} interleaved pairs after a warm-up; clock: {args.clock} "
             f"({'process CPU time' if clock is time.process_time else 'wall'}), {args.threads} thread(s). "
-            f"% peak = FLOPs of the layer's matrix products / time / the best matmul peak measured here "
+            f"% peak = FLOPs of the layer's matrix products / time / the best peak measured here "
             f"({', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peak.items())}). Saved = bytes saved for backward, "
             "ours / torch.\n\n"
             + markdown_table(["layer", "shape", "pass", "ours ms", f"{ref} ms", "ratio (median)", "ratio range",

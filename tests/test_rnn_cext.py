@@ -219,6 +219,19 @@ def test_pack_gates_is_pack16_of_the_reordered_weight(packed, transposed, H):  #
     assert torch.equal(_cext.ops().pack_gates(w, *G2, transposed), want)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fma_peak_counts_the_tiles_registers(packed, threads):
+    """fma_peak (benchmarks/rnn_speed.py's peak) does 6 rows x kNG panels of 16-lane FMAs a round on each thread:
+    kNG 4 on AVX-512 (24 zmm), 1 on AVX2 (12 ymm) and NEON (24 q), 2 in the scalar test build (kernel.h)."""
+    per_round = {"avx512": 6 * 4, "avx2": 6 * 1, "neon": 6 * 1}[_cext.ops().kernel_isa()] * 16 * 2
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        assert _cext.ops().fma_peak(1000) == per_round * 1000 * threads
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_python_loops_equal_torch(monkeypatch, reverse, dtype):

@@ -206,6 +206,32 @@ inline V16 zero() { return set1(0.f); }
 inline V16 fmadd(V16 a, V16 b, V16 c) { for (int l = 0; l < 16; ++l) c.f[l] = std::fma(a.f[l], b.f[l], c.f[l]); return c; }
 #endif
 
+// The FMA peak of this variant: a tile's kMR x kNG accumulators updated `rounds` times by fused multiply-adds of
+// register operands, no loads or stores: what a tile product would reach if nothing but its FMAs cost (the "%
+// peak" of benchmarks/rnn_speed.py). kPeakFlops per round (16 lanes, 2 FLOPs an FMA); returns the sum of every
+// lane of the accumulators, so that the compiler keeps every FMA.
+constexpr int64_t kPeakFlops = 32 * kMR * kNG;
+__attribute__((noinline)) inline float fma_peak_loop(int64_t rounds) {
+  V16 acc[kMR][kNG];
+  for (int r = 0; r < kMR; ++r)
+    for (int c = 0; c < kNG; ++c) acc[r][c] = set1(1e-3f * static_cast<float>(r * kNG + c));
+  const V16 a = set1(0.9999f), b = set1(1e-4f);
+  for (int64_t k = 0; k < rounds; ++k) {
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r)
+#pragma GCC unroll 4
+      for (int c = 0; c < kNG; ++c) acc[r][c] = fmadd(acc[r][c], a, b);
+  }
+  V16 total = zero();
+  for (int r = 0; r < kMR; ++r)
+    for (int c = 0; c < kNG; ++c) total = fmadd(acc[r][c], set1(1.f), total);
+  alignas(64) float lanes[16];
+  store(lanes, total);
+  float sum = 0.f;
+  for (int l = 0; l < 16; ++l) sum += lanes[l];             // every lane, so that no part of the loop is dead
+  return sum;
+}
+
 // ----------------------------------------------------------------------------------------- the tile products
 // acc[r][c] += sum_k a(r, k) panel_{M::from[G0 + c]}(k) for the accumulator panels c < NG of the group starting at
 // G0 whose map entry is not -1 (the maps are compile-time, so the skipped ones cost nothing).

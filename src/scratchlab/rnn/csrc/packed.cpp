@@ -39,10 +39,29 @@ Tensor pack_gates(const Tensor& w, at::IntArrayRef order, at::ArrayRef<double> s
   return out;
 }
 
+// kernel.h's fma_peak_loop on each of torch's threads at once, `rounds` rounds each; returns the FLOPs done (0 for a
+// build without a vector variant). The caller times it.
+double fma_peak(int64_t rounds) {
+#ifdef SCRATCHLAB_PACKED
+  const int64_t threads = at::get_num_threads();
+  std::vector<float> sums(threads);
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) sums[i] = fma_peak_loop(rounds);
+  });
+  volatile float keep = sums[0];
+  (void)keep;
+  return static_cast<double>(kPeakFlops) * static_cast<double>(rounds) * static_cast<double>(threads);
+#else
+  (void)rounds;
+  return 0.0;
+#endif
+}
+
 }  // namespace scratchlab
 
 TORCH_LIBRARY(scratchlab_rnn, m) {
   m.def("packed_available() -> bool", &scratchlab::packed_available);
   m.def("kernel_isa() -> str", &scratchlab::kernel_isa);
+  m.def("fma_peak(int rounds) -> float", &scratchlab::fma_peak);
   m.def("pack_gates(Tensor w, int[] order, float[] scale, bool transposed) -> Tensor", &scratchlab::pack_gates);
 }
