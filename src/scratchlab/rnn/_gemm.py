@@ -5,7 +5,8 @@ AVX2 code at about 100 GFLOP/s per core; oneDNN, the library behind torch.nn.LST
 reaches 150-230 GFLOP/s on the same products (docs/design.md, speed plan). torch exposes oneDNN's matmul as the
 operator `mkldnn::_linear_pointwise` (what torch.compile emits for linear layers on CPU). It returns a new tensor
 (no `out=`) and is used here for float32 only, so everything else (float64, CUDA, a build without oneDNN) takes
-torch.addmm, which on CUDA is cuBLAS.
+torch.addmm, which on CUDA is cuBLAS. On a CPU without AVX-512 MKL is the faster one for the large products after
+the step loops (Zen 3: `sequence_linear`), so those take it there.
 """
 
 from __future__ import annotations
