@@ -56,8 +56,9 @@ void gated_step(const float* x, int64_t I, const float* wx, const float* h, cons
 
 // a (M, K) w^T with w = pack16 of an (N, K) matrix (N padded with zero rows to a multiple of 16), tile by tile:
 // `fin(r, mr, u, cols, tile)` takes each (mr rows of `cols` columns from row r, column u; row stride 64);
-// `pre(r, mr, u, cols)` runs before each tile's product (its block of kRowBlock rows, a rows_product) (to prefetch what fin will read: the product hides the
-// memory latency). Threads take column panels of 16 kNV, so pre and fin must only touch their tile's columns.
+// `pre(r, mr, u, cols)` runs for each tile before the product of its block of kRowBlock rows (one rows_product), to
+// prefetch what fin will read while the product runs. Threads take column panels of 16 kNV, so pre and fin must only
+// touch their tile's columns.
 template <typename Pre, typename Fin>
 void packed_product(const float* a, int64_t M, int64_t K, const float* w, int64_t N, Pre pre, Fin fin) {
   const int64_t panel = 16 * kNV;
