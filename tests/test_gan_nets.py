@@ -99,3 +99,22 @@ def test_spectral_norm_divides_each_weight_by_its_largest_singular_value(project
         raw = m.parametrizations.weight.original.detach()
         torch.testing.assert_close(m.weight, raw / torch.linalg.svdvals(raw)[0], rtol=1e-4, atol=1e-6)
     assert torch.isfinite(D(x, y)).all()
+
+
+def test_maxout_discriminator_takes_the_largest_piece_of_each_unit():
+    # PacGAN's 2-D discriminator: unit u of a layer is max_k (w_uk . x + c_uk) over its k pieces, checked here
+    # against that formula written out piece by piece with the layer's own weights
+    torch.manual_seed(0)
+    cfg = NetConfig(latent=2, d_hidden=(7, 5), channels=2, image_size=1, maxout=3, pack=2)
+    D = Discriminator(cfg)
+    x = torch.randn(8, 2, 1, 1)
+    h = x.flatten(1).reshape(4, 4)  # packs of 2 samples side by side
+    for layer in D.body:
+        W, c = layer.linear.weight, layer.linear.bias  # (units * pieces, in)
+        pieces = [[h @ W[u * 3 + k] + c[u * 3 + k] for k in range(3)] for u in range(len(W) // 3)]
+        h = torch.stack([torch.stack(p, 1).max(1).values for p in pieces], 1)
+    want = D.head(h).squeeze(1)
+    torch.testing.assert_close(D(x), want)
+    assert [m.linear.out_features for m in D.body] == [21, 15]
+    with pytest.raises(ValueError, match="maxout"):
+        Discriminator(NetConfig(maxout=-1))

@@ -7,9 +7,9 @@
                  variants list has every seed, std and 95% interval), one scatter figure per mixture
 
 The nets are the project's MLPs (gan/nets.py: LeakyReLU, BatchNorm in G) at the widths of PacGAN's code for these
-mixtures, G 4 x 400 and D 3 x 200 with a 2-D latent; PacGAN's D uses maxout units and trains for 400 epochs of
-100,000 points (400,000 updates), far beyond what `steps` here affords on a CPU: docs/gan.md says which budget
-gave which numbers.
+mixtures, G 4 x 400 and D 3 x 200 with a 2-D latent, D's units maxout of 5 pieces as PacGAN's; PacGAN trains for
+400 epochs of 100,000 points (400,000 updates), far beyond what `steps` here affords on a CPU: docs/gan.md says
+which budget gave which numbers.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ class MixtureConfig:
     unroll: NonNegativeInt = 0  # k: G trains against D advanced k steps (0: D itself)
     unroll_grad: bool = False  # unrolled D's steps differentiable (second order; slower)
     pack: PositiveInt = 1  # PacGAN: D judges packs of this many samples; 1: the plain GAN
-    steps: PositiveInt = 3000  # rounds: d_steps discriminator updates + one generator update each
+    steps: PositiveInt = 8000  # rounds: d_steps discriminator updates + one generator update each
     batch_size: PositiveInt = 100  # packs per update, as PacGAN's code (100 samples per pack slot)
     latent: PositiveInt = 2  # size of z ~ N(0, I), as PacGAN's code
     g_hidden: tuple[PositiveInt, ...] = (400, 400, 400, 400)  # G's widths (PacGAN's code: 4 x 400)
     d_hidden: tuple[PositiveInt, ...] = (200, 200, 200)  # D's widths (PacGAN's code: 3 x 200, maxout units)
+    maxout: NonNegativeInt = 5  # D's units: maxout of this many pieces (PacGAN's code: 5); 0: LeakyReLU
     lr: PositiveFloat | None = None  # G's and D's; None: 5e-5 for wgan (its paper), else 1e-3
     beta1: Rate = 0.5  # Adam's beta1 (PacGAN's code: 0.8 at lr 1e-4)
     lr_decay: Probability = 0.5  # learning rates fall linearly to 0 over this last fraction of the steps (0: constant)
@@ -70,7 +71,7 @@ def trainer_config(cfg: MixtureConfig) -> TrainerConfig:
 def net_config(cfg: MixtureConfig) -> NetConfig:
     # a point (x1, x2) travels as a 2-channel 1x1 "image", so G and D are the image GAN's nets unchanged
     return NetConfig(latent=cfg.latent, g_hidden=cfg.g_hidden, d_hidden=cfg.d_hidden, channels=2, image_size=1,
-                     pack=cfg.pack, output="linear")
+                     pack=cfg.pack, maxout=cfg.maxout, output="linear")
 
 
 def points(G: Generator, n: int, seed: int = 0) -> np.ndarray:

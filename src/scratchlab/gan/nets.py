@@ -2,7 +2,8 @@
 
     G: z (N, latent) [+ one-hot y (N, K)] -> 128 -> 256 -> 512 -> 1024 -> C*H*W, BatchNorm + LeakyReLU(0.2)
        between layers, tanh at the end; output (N, C, H, W) in [-1, 1].
-    D: x (N, C, H, W) flattened [+ one-hot y (N, K)] -> 512 -> 256 -> 1, LeakyReLU(0.2); output (N,) raw scores.
+    D: x (N, C, H, W) flattened [+ one-hot y (N, K)] -> 512 -> 256 -> 1, LeakyReLU(0.2) (or maxout units of
+       `maxout` pieces each, as PacGAN's D on the 2-D mixtures); output (N,) raw scores.
 
 D always returns raw (unbounded) scores: the losses decide what they mean (a logit for the vanilla GAN, whose
 sigmoid lives inside its log-sigmoid for stability; a critic value for WGAN; a regression target for LSGAN).
@@ -57,6 +58,7 @@ class NetConfig:
     image_size: int = 28
     n_classes: int = 0  # > 0: conditional G and D
     slope: float = 0.2  # LeakyReLU negative slope
+    maxout: int = 0  # > 0: D's hidden units are maxout units of this many pieces (PacGAN's 2-D D: 5), not LeakyReLU
     projection: bool = False  # conditional D: label as y^T V phi(x) at the end, not concatenated to x
     spectral_norm: bool = False  # D's weights (and V) divided by their spectral norm
     pack: int = 1  # PacGAN: D sees `pack` samples concatenated and returns one score per pack
@@ -74,6 +76,18 @@ def mlp(sizes: Sequence[int], *, slope: float = 0.2, batchnorm: bool = False) ->
             layers.append(nn.BatchNorm1d(b))
         layers.append(nn.LeakyReLU(slope))
     return layers
+
+
+class Maxout(nn.Module):
+    """Linear a -> b * k, then the largest of each unit's k pieces (Goodfellow et al. 2013): (N, a) -> (N, b)."""
+
+    def __init__(self, a: int, b: int, pieces: int):
+        super().__init__()
+        self.b, self.pieces = b, pieces
+        self.linear = nn.Linear(a, b * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(len(x), self.b, self.pieces).amax(2)
 
 
 def one_hot(y: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -127,7 +141,11 @@ class Discriminator(nn.Module):
             raise ValueError("pack > 1 with the projection discriminator: a pack has M labels and the projection "
                              "y^T V phi(x) one; use projection=false (labels concatenated to each sample) to pack")
         n_in = cfg.pack * (cfg.channels * cfg.image_size**2 + (0 if self.project else cfg.n_classes))
-        self.body = nn.Sequential(*mlp([n_in, *cfg.d_hidden], slope=cfg.slope))
+        if cfg.maxout < 0:
+            raise ValueError(f"maxout: expected 0 (LeakyReLU) or a number of pieces, got {cfg.maxout}")
+        sizes = [n_in, *cfg.d_hidden]
+        self.body = nn.Sequential(*(mlp(sizes, slope=cfg.slope) if not cfg.maxout else
+                                    [Maxout(a, b, cfg.maxout) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]))
         self.head = nn.Linear(cfg.d_hidden[-1], n_out)
         if self.project:
             if n_out != 1:
