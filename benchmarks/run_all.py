@@ -15,7 +15,8 @@ HERE = Path(__file__).resolve().parent
 SKIP = {"run_all.py", "common.py"}
 # scripts run more than once, with these argument lists (each writes its own section of docs/benchmarks.md)
 # (--isa avx2: the AVX2 variant against torch capped at AVX2, issue 18)
-RUNS = {"rnn_speed.py": [[], ["--clock", "wall", "--threads", "2"], ["--isa", "avx2"]]}
+RUNS = {"rnn_speed.py": [[], ["--clock", "wall", "--threads", "2"], ["--isa", "avx2"]],
+        "rnn_bf16.py": [[], ["--threads", "2"]]}
 
 
 def main() -> int:

@@ -31,6 +31,8 @@ allocated from the input (`x.new_empty`), so the same code runs on CUDA (with cu
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from scratchlab.rnn import _cext
@@ -198,6 +200,75 @@ def lstm_forward(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, keep=T
     if keep:
         return out, steps.ends(out), steps.ends(C), G, C, TC
     return out, steps.ends(out), C, G, x.new_empty(0), TC
+
+
+def bf16_available(x: Tensor) -> bool:
+    """True where lstm_forward_bf16 runs for x: a CPU float32 tensor and a build of the kernels with AVX512-BF16."""
+    ops = _compiled(x)
+    return ops is not None and x.dtype == torch.float32 and ops.bf16_available()
+
+
+def bf16_pairs_reference(p: Tensor) -> Tensor:
+    """The extension's `bf16_pairs`, readable: pack_gates panels (P, K, 16) as bf16 k pairs (P, ceil(K/2), 16, 2),
+    [p, kk, l, q] = panel p's column l at k = 2 kk + q (zero for the pad k), so that one 64-byte vector holds 16
+    columns at two consecutive k."""
+    if p.shape[1] % 2:
+        p = torch.cat([p, p.new_zeros(p.shape[0], 1, 16)], 1)
+    return p.view(p.shape[0], -1, 2, 16).transpose(2, 3).to(torch.bfloat16).contiguous()
+
+
+# Inference calls the same weights again and again: their bf16 panels are kept per weight tensor and rebuilt when
+# any of the four changes (another tensor, its storage, or `_version`, which every in-place write bumps: optimiser
+# steps, load_state_dict). At shape c, packing is 4 ms of a 55 ms forward. The entry holds the four tensors (so an
+# id cannot be reused under it) and goes with W_ih.
+_BF16_PACKED: dict[int, tuple] = {}  # id(W_ih) -> (weakref to W_ih, (W_hh, b_ih, b_hh), stamps, packed)
+
+
+def _bf16_weights(ops, w_ih, w_hh, b_ih, b_hh):
+    """(wx, wh, bias): bf16_pairs(pack_gates(W)) of W_ih and W_hh and pack_gates of b_ih + b_hh (float32, or None)."""
+    others = (w_hh, b_ih, b_hh)
+    stamp = [None if t is None else (t._version, t.data_ptr()) for t in (w_ih, *others)]
+    hit = _BF16_PACKED.get(id(w_ih))
+    mine = hit is not None and hit[0]() is w_ih
+    if mine and all(a is b for a, b in zip(hit[1], others, strict=True)) and hit[2] == stamp:
+        return hit[3]
+    packed = (ops.bf16_pairs(ops.pack_gates(w_ih, _TO_OIFG, _G2, False)),
+              ops.bf16_pairs(ops.pack_gates(w_hh, _TO_OIFG, _G2, False)),
+              None if b_ih is None else ops.pack_gates((b_ih + b_hh).view(-1, 1), _TO_OIFG, _G2, False).view(-1))
+    if not mine:                                             # the entry leaves with W_ih
+        weakref.finalize(w_ih, _BF16_PACKED.pop, id(w_ih), None)
+    _BF16_PACKED[id(w_ih)] = (weakref.ref(w_ih), others, stamp, packed)
+    return packed
+
+
+def lstm_forward_bf16(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
+    """Inference forward with bf16 products (csrc/lstm.cpp's bf16 kernel): x (N, I) -> out (N, H), h_n, c_n (B, H),
+    float32. Its definition, step by step: gates_t = b_ih + b_hh + bf16(x_t) bf16(W_ih)^T + bf16(h_{t-1})
+    bf16(W_hh)^T, with bf16() rounding to the nearest bf16 and the products and sums in float32; then the float32
+    cell of lstm_forward (h_t = o tanh(c_t), c_t = f c_{t-1} + i g). `lstm_bf16_reference` is that, written with
+    torch ops; tests check the kernel against it and against torch.nn.LSTM under autocast."""
+    ops = _compiled(x)
+    (N, _), (B, H) = x.shape, h0.shape  # noqa: N806
+    steps = Steps(batch_sizes, N, B, reverse)
+    wx, wh, b = _bf16_weights(ops, w_ih, w_hh, b_ih, b_hh)
+    out, C = x.new_empty(N, H), c0.clone(memory_format=torch.contiguous_format)  # noqa: N806
+    ops.lstm_forward_bf16(x, batch_sizes, h0.contiguous(), wx, b, wh, out, C, reverse)
+    return out, steps.ends(out), C
+
+
+def lstm_bf16_reference(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
+    """lstm_forward_bf16's readable definition (torch ops, one step at a time; padded batches only)."""
+    N, B = x.shape[0], h0.shape[0]  # noqa: N806
+    assert batch_sizes is None, "the reference takes padded batches"
+    r = lambda a: a.to(torch.bfloat16).float()  # noqa: E731  (round to bf16, compute in float32)
+    xs, wi, wh = r(x).view(N // B, B, -1), r(w_ih), r(w_hh)
+    b = 0 if b_ih is None else b_ih + b_hh
+    h, c, outs = h0, c0, [None] * (N // B)
+    for t in (reversed(range(N // B)) if reverse else range(N // B)):
+        i, f, g, o = (xs[t] @ wi.t() + r(h) @ wh.t() + b).chunk(4, 1)   # torch's gate order i, f, g, o
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = outs[t] = torch.sigmoid(o) * torch.tanh(c)
+    return torch.cat(outs), h, c
 
 
 def _lstm_loops(steps, G, out, C, TC, h0, c0, w_hh, linear, keep):  # noqa: N803

@@ -35,6 +35,11 @@ def report(load: bool = True) -> str:
            f"  build: {info['build']}", f"  status: {info['status']}",
            f"  flags: {' '.join(info['flags'])}"]
     out += [f"  {name}: {kernel}" for name, kernel in layer_kernels(info).items()]
+    ops = _cext.ops() if info["status"] == "loaded" else None
+    if ops is not None:
+        bf16 = ops.bf16_available()
+        out.append("  LSTM inference under CPU autocast to bf16: " + ("bf16 kernel (AVX512-BF16, rnn/csrc/lstm.cpp)"
+                   if bf16 else "float32 kernels (this build has no AVX512-BF16)"))
     out += [f"torch {torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}, "
             f"{torch.get_num_threads()} threads), numpy {numpy.__version__}, Python {platform.python_version()}"]
     for pool in threadpool_info():

@@ -120,16 +120,18 @@ DIRECTIONS: dict[str, Callable[..., tuple[Tensor, State]]] = {
 IMPLS = {"fast": ops.DIRECTIONS, "reference": DIRECTIONS}
 
 
-def _autocast_dtype(mode: str, x: Tensor) -> torch.dtype | None:
+def _autocast_dtype(mode: str, x: Tensor, packed: bool = False) -> torch.dtype | None:
     """The dtype torch.nn's layer returns under autocast on x's device, or None when autocast is off there.
 
     On CPU, torch.nn.LSTM runs mkldnn_rnn_layer (on autocast's lower-precision list) and torch.nn.RNN's step
     products come back in it, so both return the autocast dtype; torch.nn.GRU's h' = n + z (h - n) adds the state,
-    kept in the input's dtype, and returns that. On CUDA all three run cuDNN, on the lower-precision list."""
+    kept in the input's dtype, and returns that; so does torch.nn.LSTM given a PackedSequence (its values are of
+    the autocast precision all the same). On CUDA all three run cuDNN, on the lower-precision list."""
     device = x.device.type
     if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
         return None
-    return x.dtype if mode == "GRU" and device == "cpu" else torch.get_autocast_dtype(device)
+    keeps = mode == "GRU" or (mode == "LSTM" and packed)
+    return x.dtype if keeps and device == "cpu" else torch.get_autocast_dtype(device)
 
 
 class _RNNBase(nn.Module):
@@ -267,13 +269,14 @@ class _RNNBase(nn.Module):
         if sorted_indices is not None:                       # the caller's batch order -> the sorted order
             states = tuple(s.index_select(1, sorted_indices) for s in states)
 
-        out_dtype = _autocast_dtype(self.mode, x)
+        out_dtype = _autocast_dtype(self.mode, x, packed=batch_sizes is not None)
         if out_dtype is None:
             x, h_n = self._layers(x, batch_sizes, states)
         else:                                                # computed in the weights' dtype (float32 inside)
             w = self.weight_ih_l0.dtype
+            run = ops.lstm_bf16_seam if self._bf16_inference(x, states) else None
             with torch.autocast(x.device.type, enabled=False):
-                x, h_n = self._layers(x.to(w), batch_sizes, tuple(s.to(w) for s in states))
+                x, h_n = self._layers(x.to(w), batch_sizes, tuple(s.to(w) for s in states), run)
             x, h_n = x.to(out_dtype), tuple(h.to(out_dtype) for h in h_n)
 
         if unsorted_indices is not None:
@@ -287,10 +290,22 @@ class _RNNBase(nn.Module):
             x = x.transpose(0, 1) if self.batch_first else x
         return x, (h_n if self.mode == "LSTM" else h_n[0])
 
-    def _layers(self, x: Tensor, batch_sizes: Tensor | None, states: State) -> tuple[Tensor, State]:
+    def _bf16_inference(self, x: Tensor, states: State) -> bool:
+        """Under CPU autocast to bfloat16 with no gradient to compute, a float32 LSTM (no projection, impl "fast")
+        runs the bf16 kernel where the build has one (AVX512-BF16): products of bf16-rounded operands, summed and
+        celled in float32 (fast.lstm_forward_bf16). Training, float32 without autocast and every other case keep
+        the float32 kernels."""
+        return (self.mode == "LSTM" and x.device.type == "cpu" and torch.get_autocast_dtype("cpu") == torch.bfloat16
+                and self.impl == "fast" and not getattr(self, "proj_size", 0)
+                and self.weight_ih_l0.dtype == torch.float32 and not ops.traced(x)
+                and not ops.needs_grad(x, *states, *self.parameters())
+                and _cext.ops() is not None and _cext.ops().bf16_available())
+
+    def _layers(self, x: Tensor, batch_sizes: Tensor | None, states: State,
+                run: Callable[..., tuple[Tensor, State]] | None = None) -> tuple[Tensor, State]:
         """Every layer and direction over the rows x (N_rows, I): outputs (N_rows, D*H_out) and the final states
-        (num_layers*D, N, ·)."""
-        run = self._directions()
+        (num_layers*D, N, ·). run: the per-direction function (default: `impl`'s)."""
+        run = run or self._directions()
         finals: list[State] = []
         for k in range(self.num_layers):
             outs = []

@@ -354,3 +354,12 @@ def _rnn_seam(x, batch_sizes, state, weights, reverse, nonlinearity):
 
 
 DIRECTIONS = {"RNN": _rnn_seam, "LSTM": _lstm_seam, "GRU": _gru_seam}
+
+
+def lstm_bf16_seam(x, batch_sizes, state, weights, reverse, nonlinearity):
+    """The seam for bf16 inference (layers' `_bf16_inference` says when): no graph, no backward."""
+    out, h, c = fast.lstm_forward_bf16(x.contiguous(), batch_sizes, state[0], state[1], *weights[:4], reverse)
+    return out, (h, c)
+
+
+traced, needs_grad = _traced, _needs_grad  # for the layers' choice of the bf16 kernel

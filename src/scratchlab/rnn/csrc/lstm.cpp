@@ -17,6 +17,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <optional>
 #include <string_view>
 
@@ -357,6 +358,155 @@ Tensor lstm_backward(const Tensor& gout, const std::optional<Tensor>& batch_size
   });
 }
 
+
+// ---------------------------------------------------------------------------------------- bfloat16 inference
+// The forward of an LSTM layer-direction with bf16 products (fast.lstm_forward_bf16 is the caller, and its
+// docstring the readable definition): x_t, h_{t-1} and the weights rounded to bf16 (round to nearest even), each
+// product of a bf16 pair exact in float32 and summed in float32 by vdpbf16ps (AVX512-BF16), the bias and the cell in
+// float32 (forward_block, as the float32 kernels). Inference only: nothing is kept for a backward. Built where the
+// compiler targets AVX512-BF16 (SCRATCHLAB_BF16); `bf16_available` says so.
+//
+// Operands: x (N, Ie) and h rows (., He) bf16 with I, H padded to even widths Ie, He with zeros; weights as
+// pack_gates panels regrouped in k pairs, (4Hp/16, K/2, 16, 2) bf16 with K = Ie or He: one 64-byte vector holds 16
+// output columns at k = 2kk and 2kk + 1, which vdpbf16ps multiplies by a broadcast (x[2kk], x[2kk + 1]) pair.
+#if defined(SCRATCHLAB_ISA_AVX512) && defined(__AVX512BF16__)
+#define SCRATCHLAB_BF16 1
+// out[r 64 + 16 j + l] = bias_j[l] + sum_kk (xa[r][2kk] xp_j[kk][l][0] + xa[r][2kk+1] xp_j[kk][l][1]) + the same for
+// h, for rows r < MR and the four gate panels j of one group of 16 units (panel j at xp + j xps, bias_j = bias + j bs).
+template <int MR>
+inline void bf16_tile(const uint16_t* xa, int64_t xs, int64_t kx, const uint16_t* xp, const uint16_t* ha,
+                      int64_t hs, int64_t kh, const uint16_t* hp, int64_t ps_x, int64_t ps_h, const float* bias,
+                      int64_t bs, float* out) {
+  __m512 acc[MR][4];
+  for (int j = 0; j < 4; ++j) {
+    const __m512 b = bias ? _mm512_loadu_ps(bias + j * bs) : _mm512_setzero_ps();
+    for (int r = 0; r < MR; ++r) acc[r][j] = b;
+  }
+  const auto run = [&](const uint16_t* a, int64_t as, int64_t kk_n, const uint16_t* p, int64_t ps) {
+    for (int64_t kk = 0; kk < kk_n; ++kk) {
+      __m512bh w[4];
+      for (int j = 0; j < 4; ++j) w[j] = (__m512bh)_mm512_loadu_si512(p + j * ps + kk * 32);
+      for (int r = 0; r < MR; ++r) {
+        uint32_t pair;
+        std::memcpy(&pair, a + r * as + 2 * kk, 4);
+        const __m512bh v = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+        for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], v, w[j]);
+      }
+    }
+  };
+  run(xa, xs, kx, xp, ps_x);
+  run(ha, hs, kh, hp, ps_h);
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(out + r * 64 + j * 16, acc[r][j]);
+}
+
+// float32 -> bf16, round to nearest even (as torch's .to(torch.bfloat16) for finite values)
+inline void to_bf16(const float* src, uint16_t* dst, int64_t n) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + j)));
+  for (; j < n; ++j) {
+    uint32_t u;
+    std::memcpy(&u, src + j, 4);
+    dst[j] = static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+  }
+}
+#endif
+
+bool bf16_available() {
+#ifdef SCRATCHLAB_BF16
+  return true;
+#else
+  return false;
+#endif
+}
+
+// pack_gates panels (P, K, 16) float32 as bf16 k pairs (P, Ke / 2, 16, 2), Ke = K + K % 2: [p][kk][l][q] = panel p's
+// column l at k = 2 kk + q, zero at the pad k (fast._bf16_panels is its readable definition).
+Tensor bf16_pairs(const Tensor& panels) {
+  TORCH_CHECK(panels.dim() == 3 && panels.size(2) == 16 && panels.scalar_type() == at::kFloat,
+              "bf16_pairs: expected pack_gates panels (P, K, 16) float32, got ", panels.sizes());
+  const Tensor p = panels.contiguous();
+  const int64_t P = p.size(0), K = p.size(1), Ke = K + K % 2;
+  Tensor out = at::zeros({P, Ke / 2, 16, 2}, p.options().dtype(at::kBFloat16));
+  const float* src = p.data_ptr<float>();
+  at::BFloat16* dst = out.data_ptr<at::BFloat16>();
+  at::parallel_for(0, P, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t i = p0; i < p1; ++i)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t l = 0; l < 16; ++l)
+          dst[((i * (Ke / 2) + k / 2) * 16 + l) * 2 + k % 2] = at::BFloat16(src[(i * K + k) * 16 + l]);
+  });
+  return out;
+}
+
+// x (N, I) and h0 (B, H) float32 (rounded to bf16 here, a step's rows at a time, into even widths Ie, He with a zero
+// pad column); wx, wh = bf16_pairs of pack_gates(W_ih), pack_gates(W_hh); bias (4Hp) float32 or undefined; out (N, H)
+// float32 receives h_t; C (B, H) float32 holds c0 on entry and each sequence's last c on exit (lstm_forward's
+// inference layout).
+void lstm_forward_bf16(const Tensor& x, const std::optional<Tensor>& batch_sizes, const Tensor& h0, const Tensor& wx,
+                       const std::optional<Tensor>& bias, const Tensor& wh, Tensor out, Tensor C, bool reverse) {
+  TORCH_CHECK(bf16_available(), "lstm_forward_bf16: this build (", SCRATCHLAB_ISA_NAME, ") has no AVX512-BF16 kernel");
+  const int64_t I = x.size(-1), B = h0.size(0), H = h0.size(1), Hp = (H + 15) / 16 * 16;
+  const int64_t Ie = I + I % 2, He = H + H % 2;
+  TORCH_CHECK(x.scalar_type() == at::kFloat && h0.scalar_type() == at::kFloat && x.is_contiguous() &&
+              h0.is_contiguous() && I > 0, "lstm_forward_bf16: x (N, I) and h0 (B, H) must be contiguous float32, got ",
+              x.sizes(), " ", h0.sizes());
+  TORCH_CHECK(wx.scalar_type() == at::kBFloat16 && wh.scalar_type() == at::kBFloat16 && wx.is_contiguous() &&
+              wh.is_contiguous() && wx.dim() == 4 && wh.dim() == 4 && wx.size(0) == Hp / 4 && wh.size(0) == Hp / 4 &&
+              wx.size(1) == Ie / 2 && wh.size(1) == He / 2 && wx.size(2) == 16 && wx.size(3) == 2,
+              "lstm_forward_bf16: weights ", wx.sizes(), ", ", wh.sizes(), " are not bf16_pairs panels for I = ", I,
+              ", H = ", H);
+  TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == 4 * Hp && bias->scalar_type() == at::kFloat),
+              "lstm_forward_bf16: bias must be a contiguous float32 (4Hp,) tensor");
+  TORCH_CHECK(out.scalar_type() == at::kFloat && C.scalar_type() == at::kFloat && C.is_contiguous() &&
+              C.numel() == B * H, "lstm_forward_bf16: out (N, H) and C (B, H) must be float32");
+  const Steps s(batch_sizes, x.numel() / I, B, reverse);
+  check_rows(s, out, H, "lstm_forward_bf16: out");
+#ifdef SCRATCHLAB_BF16
+  const float* xf = x.data_ptr<float>();
+  const auto* wxp = reinterpret_cast<const uint16_t*>(wx.data_ptr<at::BFloat16>());
+  const auto* whp = reinterpret_cast<const uint16_t*>(wh.data_ptr<at::BFloat16>());
+  const float* b = bias ? bias->data_ptr<float>() : nullptr;
+  float *h = out.data_ptr<float>(), *c = C.data_ptr<float>();
+  // h_t of every row in bf16, h0 and the step's x rows in bf16 (the pad columns stay 0)
+  std::vector<uint16_t> hb(s.N * He, 0), hi(B * He, 0), scratch(B * He), xs(B * Ie, 0);
+  const float* h0f = h0.data_ptr<float>();
+  for (int64_t q = 0; q < B; ++q) to_bf16(h0f + q * H, hi.data() + q * He, H);
+  const int64_t ps_x = (Hp / 16) * Ie * 16, ps_h = (Hp / 16) * He * 16;  // gate block to gate block
+  for (int64_t k = 0; k < s.T; ++k) {
+    const int64_t t = s.step(k), rows = s.bs[t], o = s.off[t];
+    const uint16_t* hp = previous(s, t, static_cast<const uint16_t*>(hb.data()), hi.data(), scratch.data(), He);
+    for (int64_t q = 0; q < rows; ++q) to_bf16(xf + (o + q) * I, xs.data() + q * Ie, I);
+    const uint16_t* xt = xs.data();
+    at::parallel_for(0, Hp / 16, 1, [&](int64_t g0, int64_t g1) {
+      alignas(64) float tile[6 * 64];
+      for (int64_t grp = g0; grp < g1; ++grp) {
+        const int64_t u = grp * 16, units = std::min<int64_t>(16, H - u);
+        const uint16_t *px = wxp + grp * Ie * 16, *ph = whp + grp * He * 16;
+        for (int64_t r = 0; r < rows; r += 6) {
+          const int64_t mr = std::min<int64_t>(6, rows - r);
+          const uint16_t *xa = xt + r * Ie, *ha = hp + r * He;
+          const float* bu = b ? b + u : nullptr;
+          switch (mr) {
+            case 6: bf16_tile<6>(xa, Ie, Ie / 2, px, ha, He, He / 2, ph, ps_x, ps_h, bu, Hp, tile); break;
+            case 5: bf16_tile<5>(xa, Ie, Ie / 2, px, ha, He, He / 2, ph, ps_x, ps_h, bu, Hp, tile); break;
+            case 4: bf16_tile<4>(xa, Ie, Ie / 2, px, ha, He, He / 2, ph, ps_x, ps_h, bu, Hp, tile); break;
+            case 3: bf16_tile<3>(xa, Ie, Ie / 2, px, ha, He, He / 2, ph, ps_x, ps_h, bu, Hp, tile); break;
+            case 2: bf16_tile<2>(xa, Ie, Ie / 2, px, ha, He, He / 2, ph, ps_x, ps_h, bu, Hp, tile); break;
+            default: bf16_tile<1>(xa, Ie, Ie / 2, px, ha, He, He / 2, ph, ps_x, ps_h, bu, Hp, tile); break;
+          }
+          const int64_t cs = r * H + u;
+          float* hrow = h + o * H + cs;
+          forward_block<float, false, false>(nullptr, tile, 64, 16, c + cs, c + cs, nullptr, hrow, mr, units, H);
+          for (int64_t q = 0; q < mr; ++q) to_bf16(hrow + q * H, hb.data() + (o + r + q) * He + u, units);
+        }
+      }
+    });
+  }
+#endif
+}
+
 }  // namespace
 }  // namespace scratchlab
 
@@ -370,4 +520,8 @@ TORCH_LIBRARY_FRAGMENT(scratchlab_rnn, m) {
   m.def("lstm_backward(Tensor gout, Tensor? batch_sizes, Tensor(a!) dc, Tensor G, Tensor C, Tensor c0, Tensor TC,"
         " Tensor w_t, Tensor(b!) dG, Tensor(c!) db, bool reverse, int kernel, Tensor? x=None, Tensor? out=None,"
         " Tensor? h0=None, Tensor(e!)? dwt=None) -> Tensor", &lstm_backward);
+  m.def("bf16_available() -> bool", &bf16_available);
+  m.def("bf16_pairs(Tensor panels) -> Tensor", &bf16_pairs);
+  m.def("lstm_forward_bf16(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor wx, Tensor? bias, Tensor wh,"
+        " Tensor(a!) out, Tensor(b!) C, bool reverse) -> ()", &lstm_forward_bf16);
 }
