@@ -48,7 +48,7 @@ _run_forced_avx2()
 
 import torch  # noqa: E402
 
-from common import compare, markdown_table, section_suffix, widest_isa, write_section  # noqa: E402
+from common import _cpuinfo, compare, markdown_table, section_suffix, widest_isa, write_section  # noqa: E402
 from scratchlab import rnn  # noqa: E402
 from scratchlab.rnn import _cext, fast  # noqa: E402
 
@@ -106,11 +106,8 @@ def matmul_peak(clock, device: str) -> dict[str, float]:
 
 
 def cpu_model() -> str:
-    try:
-        lines = open("/proc/cpuinfo").read().splitlines()
-    except OSError:
-        return "unknown CPU"
-    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    """The CPU's model name with its family and model (common._cpuinfo owns how it is read)."""
+    return _cpuinfo()[0] or "unknown CPU"
 
 
 def sync(device: str) -> None:
