@@ -120,8 +120,8 @@ ABOUT: dict[str, About] = {
         "7.9 / 23.8).",
         expected="Maxout D; ring 8,000 rounds (the default), 10 seeds: modes vanilla 5.80 +- 0.79 [5.24, 6.36] against "
         "PacGAN2 7.70 +- 0.48 [7.35, 8.05], reverse KL 0.879 [0.697, 1.061] against 0.161 [0.076, 0.246], 94% / 92.5% "
-        "high quality; grid at 20,000 rounds (--set base.steps=20000): PacGAN2 24.00 +- 1.49 modes, 84% high "
-        "quality (10 seeds), vanilla 11.7 +- 4.0 (3 seeds).", doc="docs/gan.md"),
+        "high quality; unrolled 4.60 +- 1.14 (5 seeds); grid at 20,000 rounds (--set base.steps=20000), 10 seeds: "
+        "PacGAN2 24.00 +- 1.49 modes, 84% high quality, vanilla 11.20 +- 3.36.", doc="docs/gan.md"),
     "gan-stacked": About(
         "Stacked MNIST (Metz et al. 2017; VEEGAN and PacGAN Table 2): three digits, one per colour channel, so "
         "1000 modes; each channel of 26,000 samples labelled by a CNN judge; modes covered and KL to uniform with "
